@@ -1,0 +1,66 @@
+"""sandbank: durable, portable sandboxes for AI agents."""
+
+from sandbank.errors import (
+    ConfigurationError,
+    ExecTimeout,
+    ManifestError,
+    NotSupported,
+    PathNotFound,
+    ProviderConflict,
+    ProviderError,
+    ProviderUnavailable,
+    RegistryError,
+    SandbankError,
+    SandboxClosed,
+    SandboxLost,
+    SandboxNotFound,
+    SnapshotError,
+    WorkspacePathError,
+)
+from sandbank.manifest import Image, Manifest, Resources
+from sandbank.providers import (
+    Capabilities,
+    ExecResult,
+    FileEntry,
+    Provider,
+    ProviderSpec,
+    Sandbox,
+    SandboxInfo,
+    SandboxStatus,
+    get_provider,
+    list_providers,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Capabilities",
+    "ConfigurationError",
+    "ExecResult",
+    "ExecTimeout",
+    "FileEntry",
+    "Image",
+    "Manifest",
+    "ManifestError",
+    "NotSupported",
+    "PathNotFound",
+    "Provider",
+    "ProviderConflict",
+    "ProviderError",
+    "ProviderSpec",
+    "ProviderUnavailable",
+    "RegistryError",
+    "Resources",
+    "SandbankError",
+    "Sandbox",
+    "SandboxClosed",
+    "SandboxInfo",
+    "SandboxLost",
+    "SandboxNotFound",
+    "SandboxStatus",
+    "SnapshotError",
+    "WorkspacePathError",
+    "__version__",
+    "get_provider",
+    "list_providers",
+]

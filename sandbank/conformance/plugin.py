@@ -1,0 +1,1 @@
+"""pytest plugin entry point (``pytest11``): makes the conformance fixtures available."""

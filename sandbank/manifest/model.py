@@ -1,0 +1,173 @@
+"""Manifest: image, resources, environment, working directory and network of a workspace.
+
+It validates with messages that name the field, and round-trips through JSON and TOML.
+Later work extends this one model (files, secrets, setup commands); there is no second one.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sandbank.errors import ManifestError
+
+__all__ = ["Image", "Manifest", "Resources"]
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_memory(value: int | str) -> int:
+    """Bytes from an int or a string such as ``512Mi``, ``2g`` or ``1GiB``."""
+    if isinstance(value, int):
+        return value
+    match = _MEMORY.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a memory size; write bytes or e.g. '512Mi', '2G'")
+    number, unit = match.groups()
+    unit = (unit or "").lower().rstrip("b")
+    if unit.endswith("i"):
+        factor = 1024 ** ("kmgt".index(unit[0]) + 1)
+    else:
+        factor = _UNITS[unit]
+    return int(float(number) * factor)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Image(_Model):
+    """Base image: a default name plus per-provider hints (``{"docker": "python:3.12-slim"}``)."""
+
+    name: str | None = None
+    hints: dict[str, str] = Field(default_factory=dict)
+
+    def for_provider(self, provider: str, default: str | None = None) -> str | None:
+        """The image to use on ``provider``: its hint, else the name, else ``default``."""
+        return self.hints.get(provider) or self.name or default
+
+
+class Resources(_Model):
+    """Resource limits; ``None`` means the provider's default."""
+
+    cpu: float | None = Field(default=None, gt=0, description="CPU cores, may be fractional")
+    memory: int | None = Field(default=None, gt=0, description="bytes; accepts '512Mi', '2G'")
+    pids: int | None = Field(default=None, gt=0, description="maximum number of processes")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_memory(value)
+        return value
+
+
+class Manifest(_Model):
+    """Everything a provider needs to create a workspace, independent of the provider."""
+
+    image: Image = Field(default_factory=Image)
+    resources: Resources = Field(default_factory=Resources)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str = Field(default=".", description="where commands start, relative to the root")
+    network: bool = Field(default=False, description="outbound network access")
+    user: str | None = Field(default=None, description="run commands as this user (e.g. '1000')")
+
+    @field_validator("image", mode="before")
+    @classmethod
+    def _image(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"environment variable name {name!r} is not valid")
+            if "\x00" in text:
+                raise ValueError(f"environment variable {name!r} contains a NUL byte")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"workdir {value!r} must be relative to the workspace, without '..'")
+        return str(path)
+
+    @classmethod
+    def parse(cls, data: Manifest | dict[str, Any] | None) -> Manifest:
+        """A manifest from a dict (or ``None`` for the defaults), raising ``ManifestError``."""
+        if isinstance(data, Manifest):
+            return data
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            raise ManifestError(_describe(exc)) from None
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        try:
+            return cls.model_validate_json(text)
+        except ValidationError as exc:
+            raise ManifestError(_describe(exc)) from None
+
+    @classmethod
+    def from_toml(cls, text: str) -> Manifest:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ManifestError(f"manifest is not valid TOML: {exc}") from None
+        return cls.parse(data)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(exclude_defaults=True)
+
+    def to_toml(self) -> str:
+        return _dump_toml(self.model_dump(mode="json", exclude_defaults=True))
+
+    def merged(self, **overrides: Any) -> Manifest:
+        """A copy with top-level fields replaced, validated again."""
+        return Manifest.parse({**self.model_dump(), **overrides})
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "manifest"
+        lines.append(f"{where}: {err['msg']}")
+    return "invalid manifest: " + "; ".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_value(key)
+
+
+def _dump_toml(data: dict[str, Any]) -> str:
+    scalars = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    tables = [
+        f"\n[{_toml_key(k)}]\n" + "\n".join(f"{_toml_key(a)} = {_toml_value(b)}" for a, b in v.items() if b is not None)
+        for k, v in data.items()
+        if isinstance(v, dict)
+    ]
+    return "\n".join(scalars) + "".join(tables) + "\n"
