@@ -1,0 +1,5 @@
+"""``python -m sandbank`` runs the CLI."""
+
+from sandbank.cli import main
+
+main()
