@@ -8,6 +8,7 @@ memory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, TypeVar
@@ -70,8 +71,13 @@ class _QueueWriter(io.RawIOBase):
             self.flush()
         return len(data)
 
+    def close(self) -> None:
+        # Called again by the garbage collector: never flush from there (the loop may be gone).
+        self._pending.clear()
+        super().close()
+
     def flush(self) -> None:
-        if self._pending:
+        if self._pending and not self.closed:
             chunk, self._pending = bytes(self._pending), bytearray()
             asyncio.run_coroutine_threadsafe(self._queue.put(chunk), self._loop).result()
 
@@ -90,6 +96,7 @@ async def stream_from_thread(produce: Callable[[BinaryIO], object]) -> AsyncIter
             produce(writer)  # type: ignore[arg-type]
             writer.flush()
         finally:
+            writer.close()
             asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
 
     task = asyncio.ensure_future(asyncio.to_thread(run))
@@ -104,8 +111,6 @@ async def stream_from_thread(produce: Callable[[BinaryIO], object]) -> AsyncIter
         if not task.done():
             # The consumer stopped early: drain so the producer thread can finish.
             while not task.done():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.get(), timeout=0.1)
-                except TimeoutError:
-                    pass
             task.exception()

@@ -208,7 +208,9 @@ def sandbox_ls(provider_names: tuple[str, ...], options: tuple[str, ...], as_jso
         return
     table = Table("id", "provider", "status", "image", "isolation")
     for row in rows:
-        table.add_row(row["id"], row["provider"], row["status"], row["image"] or "-", row["isolation"] or "-")
+        table.add_row(
+            row["id"], row["provider"], row["status"], row["image"] or "-", row["isolation"] or "-"
+        )
     console.print(table)
 
 

@@ -70,7 +70,8 @@ class WorkspacePathError(ConfigurationError):
 
     def __init__(self, path: str, reason: str = "resolves outside the workspace") -> None:
         super().__init__(
-            f"path {path!r} {reason}; use a path relative to the workspace root that stays inside it"
+            f"path {path!r} {reason}; "
+            "use a path relative to the workspace root that stays inside it"
         )
         self.path = path
 

@@ -12,7 +12,9 @@ import shutil
 import pytest
 
 TEST_IMAGE = os.environ.get("SANDBANK_TEST_IMAGE", "sandbank-test:bookworm")
-REQUIRE_SERVICES = os.environ.get("CI") == "true" or os.environ.get("SANDBANK_REQUIRE_SERVICES") == "1"
+REQUIRE_SERVICES = (
+    os.environ.get("CI") == "true" or os.environ.get("SANDBANK_REQUIRE_SERVICES") == "1"
+)
 
 
 def need(condition: bool, what: str) -> None:

@@ -18,7 +18,9 @@ def test_all_is_explicit_and_importable() -> None:
 
 
 def test_every_error_is_exported_and_under_the_root() -> None:
-    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__]
+    classes = [
+        c for _, c in inspect.getmembers(errors, inspect.isclass) if c.__module__ == errors.__name__
+    ]
     for cls in classes:
         assert issubclass(cls, sandbank.SandbankError), cls
         assert cls.__name__ in errors.__all__, cls
@@ -50,7 +52,9 @@ def test_normalize_path(path: str, expected: str) -> None:
     assert normalize_path(path) == expected
 
 
-@pytest.mark.parametrize("path", ["..", "../x", "a/../../x", "/etc/passwd", "/workspacex/y", "", "a\x00b"])
+@pytest.mark.parametrize(
+    "path", ["..", "../x", "a/../../x", "/etc/passwd", "/workspacex/y", "", "a\x00b"]
+)
 def test_normalize_path_refuses_escapes(path: str) -> None:
     with pytest.raises(sandbank.WorkspacePathError):
         normalize_path(path)

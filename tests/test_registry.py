@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +58,9 @@ class NotAProvider:
 '''
 
 
-def make_distribution(site: Path, dist: str, module: str, entry_points: dict[str, str], code: str) -> None:
+def make_distribution(
+    site: Path, dist: str, module: str, entry_points: dict[str, str], code: str
+) -> None:
     """Write an installed distribution (package + dist-info with entry points) into ``site``."""
     (site / module).mkdir(parents=True, exist_ok=True)
     (site / module / "__init__.py").write_text(code)
@@ -115,12 +116,16 @@ def test_missing_sdk_becomes_install_hint() -> None:
 
 
 def test_unknown_name_lists_known_providers() -> None:
-    with pytest.raises(RegistryError, match=r"no provider named 'nope' \(registered: .*docker.*local"):
+    with pytest.raises(
+        RegistryError, match=r"no provider named 'nope' \(registered: .*docker.*local"
+    ):
         get_provider("nope")
 
 
 def test_third_party_distribution_is_found(site: Path) -> None:
-    make_distribution(site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER)
+    make_distribution(
+        site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER
+    )
     spec = {s.name: s for s in list_providers()}["acme"]
     assert spec.distribution == "acme-sandbox"
     assert spec.install_hint == "pip install --upgrade acme-sandbox"
@@ -130,11 +135,19 @@ def test_third_party_distribution_is_found(site: Path) -> None:
 
 
 def test_third_party_distribution_in_the_cli(site: Path) -> None:
-    make_distribution(site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    make_distribution(
+        site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    }
     out = subprocess.run(
         [sys.executable, "-m", "sandbank", "providers", "--json"],
-        capture_output=True, text=True, check=True, env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
     )
     rows = {row["name"]: row for row in json.loads(out.stdout)}
     assert rows["acme"]["installed"] and rows["acme"]["available"]
@@ -144,8 +157,12 @@ def test_third_party_distribution_in_the_cli(site: Path) -> None:
 
 
 def test_two_distributions_claiming_one_name_is_an_error(site: Path) -> None:
-    make_distribution(site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER)
-    make_distribution(site, "acme-fork", "acme_fork", {"acme": "acme_fork:AcmeProvider"}, ACME_PROVIDER)
+    make_distribution(
+        site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER
+    )
+    make_distribution(
+        site, "acme-fork", "acme_fork", {"acme": "acme_fork:AcmeProvider"}, ACME_PROVIDER
+    )
     with pytest.raises(ProviderConflict) as caught:
         list_providers()
     message = str(caught.value)
@@ -153,18 +170,28 @@ def test_two_distributions_claiming_one_name_is_an_error(site: Path) -> None:
 
 
 def test_a_third_party_may_not_take_a_builtin_name(site: Path) -> None:
-    make_distribution(site, "acme-sandbox", "acme_sandbox", {"docker": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER)
-    with pytest.raises(ProviderConflict, match="sandbank.*acme-sandbox|acme-sandbox.*sandbank"):
+    make_distribution(
+        site, "acme-sandbox", "acme_sandbox", {"docker": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER
+    )
+    with pytest.raises(ProviderConflict, match=r"sandbank.*acme-sandbox|acme-sandbox.*sandbank"):
         get_provider("local")
 
 
 def test_entry_point_that_is_not_a_provider(site: Path) -> None:
-    make_distribution(site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:NotAProvider"}, ACME_PROVIDER)
+    make_distribution(
+        site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:NotAProvider"}, ACME_PROVIDER
+    )
     with pytest.raises(RegistryError, match="not a sandbank Provider subclass"):
         get_provider("acme")
 
 
 def test_third_party_with_missing_dependency(site: Path) -> None:
-    make_distribution(site, "broken-sandbox", "broken_sandbox", {"broken": "broken_sandbox:P"}, "import no_such_sdk_xyz\n")
+    make_distribution(
+        site,
+        "broken-sandbox",
+        "broken_sandbox",
+        {"broken": "broken_sandbox:P"},
+        "import no_such_sdk_xyz\n",
+    )
     with pytest.raises(ProviderUnavailable, match="pip install --upgrade broken-sandbox"):
         get_provider("broken")

@@ -164,9 +164,14 @@ def _toml_key(key: str) -> str:
 
 
 def _dump_toml(data: dict[str, Any]) -> str:
-    scalars = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in data.items() if v is not None and not isinstance(v, dict)]
+    scalars = [
+        f"{_toml_key(k)} = {_toml_value(v)}"
+        for k, v in data.items()
+        if v is not None and not isinstance(v, dict)
+    ]
     tables = [
-        f"\n[{_toml_key(k)}]\n" + "\n".join(f"{_toml_key(a)} = {_toml_value(b)}" for a, b in v.items() if b is not None)
+        f"\n[{_toml_key(k)}]\n"
+        + "\n".join(f"{_toml_key(a)} = {_toml_value(b)}" for a, b in v.items() if b is not None)
         for k, v in data.items()
         if isinstance(v, dict)
     ]

@@ -54,7 +54,8 @@ class TarGuard:
             target = member_path(member.linkname)
             if target not in self._members:
                 raise WorkspacePathError(
-                    member.linkname, f"is the target of hard link {member.name!r}, not in the archive"
+                    member.linkname,
+                    f"is the target of hard link {member.name!r}, not in the archive",
                 )
         if member.issym():
             self._links.add(path)

@@ -360,7 +360,10 @@ class Sandbox(ABC):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await self.aclose()
 
@@ -425,9 +428,7 @@ class Provider(ABC):
 
     def __init__(self, **options: Any) -> None:
         if options:
-            raise ConfigurationError(
-                f"provider {self.name!r} takes no options {sorted(options)}"
-            )
+            raise ConfigurationError(f"provider {self.name!r} takes no options {sorted(options)}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
