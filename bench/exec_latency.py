@@ -126,7 +126,7 @@ async def bench_raw_local(rounds: int) -> dict[str, Any]:
 
     workspace = root / "live"
     workspace.mkdir()
-    argv = bwrap_argv(str(workspace), Manifest(), cwd=".", env={}) + ["true"]
+    argv = bwrap_argv(["true"], workspace=str(workspace), env={"PATH": "/usr/bin:/bin"})
 
     async def run_true() -> None:
         proc = await asyncio.create_subprocess_exec(

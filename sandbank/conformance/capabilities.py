@@ -1,0 +1,97 @@
+"""Conformance tests for optional capabilities: each works where declared, and where it is
+not declared, asking for it raises ``NotSupported`` instead of silently doing nothing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sandbank.errors import NotSupported
+from sandbank.providers.base import Sandbox, SandboxStatus
+
+from ._helpers import read_host_file, run_ok
+from .fixtures import ConformanceFixtures, SandboxFactory
+
+__all__ = ["CapabilityTests"]
+
+capability = pytest.mark.sandbank_capability
+
+_INTERFACES = "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"
+_CONNECT = (
+    'if command -v python3 >/dev/null; then python3 -c "import socket; '
+    "socket.create_connection(('1.1.1.1', 53), timeout=2)\" 2>/dev/null && echo CONNECTED; fi; true"
+)
+
+
+async def _interfaces(box: Sandbox) -> list[str]:
+    return (await run_ok(box, _INTERFACES)).decode().split()
+
+
+class CapabilityTests(ConformanceFixtures):
+    """pause, network policy, resource limits and host paths, declared or refused."""
+
+    @capability("pause")
+    async def test_pause_resume(self, sandbox: Sandbox) -> None:
+        """pause makes the sandbox PAUSED; resume makes it RUNNING with its files intact."""
+        await sandbox.write_file("before.txt", b"before")
+        await sandbox.pause()
+        assert await sandbox.status() == SandboxStatus.PAUSED
+        await sandbox.resume()
+        assert await sandbox.status() == SandboxStatus.RUNNING
+        result = await sandbox.exec(["cat", "before.txt"])
+        assert (result.exit_code, result.stdout) == (0, b"before")
+
+    @capability("pause", declared=False)
+    async def test_pause_not_supported(self, sandbox: Sandbox) -> None:
+        """Without the pause capability, pause() and resume() raise NotSupported."""
+        with pytest.raises(NotSupported):
+            await sandbox.pause()
+        with pytest.raises(NotSupported):
+            await sandbox.resume()
+        assert await sandbox.status() == SandboxStatus.RUNNING
+
+    @capability("network_policy")
+    async def test_network_off(self, make_sandbox: SandboxFactory) -> None:
+        """network=False leaves only the loopback interface; connecting out fails."""
+        box = await make_sandbox(network=False)
+        assert [name for name in await _interfaces(box) if name != "lo"] == []
+        assert b"CONNECTED" not in await run_ok(box, _CONNECT)
+
+    @capability("network_policy")
+    async def test_network_on(self, make_sandbox: SandboxFactory) -> None:
+        """network=True gives the sandbox a network interface besides loopback."""
+        box = await make_sandbox(network=True)
+        assert [name for name in await _interfaces(box) if name != "lo"] != []
+
+    @capability("resource_limits")
+    async def test_pids_limit(self, make_sandbox: SandboxFactory) -> None:
+        """resources.pids caps the number of processes: forking past it fails."""
+        box = await make_sandbox(resources={"pids": 32})
+        script = (
+            "i=0; while [ $i -lt 100 ]; do sleep 5 </dev/null >/dev/null 2>&1 & "
+            "i=$((i+1)); echo $i; done"
+        )
+        result = await box.exec(script, timeout=60)
+        spawned = int((result.stdout.split() or [b"0"])[-1])
+        assert spawned < 100, "100 processes started under a limit of 32"
+        assert result.exit_code != 0
+
+    @capability("resource_limits", declared=False)
+    async def test_resource_limits_not_supported(self, make_sandbox: SandboxFactory) -> None:
+        """Without resource_limits, a manifest asking for limits raises NotSupported."""
+        with pytest.raises(NotSupported):
+            await make_sandbox(resources={"pids": 64, "memory": "256Mi"})
+
+    @capability("host_path")
+    async def test_host_path(self, sandbox: Sandbox) -> None:
+        """host_path is a directory on this host holding the workspace's files."""
+        assert sandbox.host_path is not None
+        await sandbox.write_file("sub/visible.txt", b"on the host")
+        visible = os.path.join(sandbox.host_path, "sub", "visible.txt")
+        assert read_host_file(visible) == b"on the host"
+
+    @capability("host_path", declared=False)
+    async def test_host_path_absent(self, sandbox: Sandbox) -> None:
+        """Without the host_path capability, Sandbox.host_path is None."""
+        assert sandbox.host_path is None
