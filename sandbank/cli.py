@@ -28,6 +28,9 @@ err_console = Console(stderr=True)
 
 _LAZY_COMMANDS = {
     "conformance": ("sandbank.conformance.cli", "conformance_command"),
+    "dev": ("sandbank.durable.cli", "dev_command"),
+    "session": ("sandbank.durable.cli", "session_group"),
+    "worker": ("sandbank.durable.cli", "worker_command"),
 }
 
 

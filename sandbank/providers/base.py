@@ -65,6 +65,9 @@ class Capabilities:
     resource_limits: bool = False
     host_path: bool = False
     """The workspace is a directory on this host (``Sandbox.host_path``), readable directly."""
+    durable_exec: bool = False
+    """A command outlives the process that started it, so a durable worker's retry can wait
+    for that run instead of starting it again (``sandbank.durable``)."""
 
     def names(self) -> list[str]:
         """Names of the capabilities this provider declares."""

@@ -1122,7 +1122,9 @@ class DockerProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(pause=True, network_policy=True, resource_limits=True)
+        return Capabilities(
+            pause=True, network_policy=True, resource_limits=True, durable_exec=True
+        )
 
     @property
     def isolation(self) -> str:

@@ -502,3 +502,19 @@ async def test_tar_roundtrip_full_fidelity(provider: LocalProvider, box: LocalSa
         assert len(names) == len(set(names))
     with pytest.raises(PathNotFound):
         await tar_bytes(box, ["missing"])
+
+
+async def test_overwrite_is_atomic_and_leaves_no_temp_files(box: LocalSandbox) -> None:
+    """An overwrite swaps a complete new file in: a reader holding the old one keeps it."""
+    await box.write_file("data.bin", b"old" * 1000, mode=0o600)
+    assert box.host_path is not None
+    path = Path(box.host_path) / "data.bin"
+    with path.open("rb") as held:
+        await box.write_file("data.bin", b"new" * 2000)
+        assert held.read() == b"old" * 1000
+    assert await box.read_file("data.bin") == b"new" * 2000
+    assert path.stat().st_mode & 0o777 == 0o600
+    await box.exec(["ln", "-s", "data.bin", "link"])
+    await box.write_file("link", b"through the link")
+    assert await box.read_file("data.bin") == b"through the link"
+    assert sorted(os.listdir(box.host_path)) == ["data.bin", "link"]

@@ -1,0 +1,611 @@
+"""Temporal activities over sandbank sandboxes, held by one worker-side object.
+
+``SandboxActivities`` owns the providers and the snapshot store (and so every credential);
+workflows reach it only through the activity names in ``sandbank.durable.types``. Each
+activity takes one small dataclass and returns one; sandbank errors become
+``ApplicationError``s in ``to_application_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import tarfile
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from sandbank._streams import SyncReader
+from sandbank.durable import types as t
+from sandbank.durable._journal import WRAPPER, parse_journal_output, valid_exec_id
+from sandbank.errors import (
+    ConfigurationError,
+    ExecTimeout,
+    NotSupported,
+    SandbankError,
+    SandboxLost,
+    SandboxNotFound,
+    SnapshotError,
+)
+from sandbank.manifest import Manifest
+from sandbank.providers.base import ExecResult, Provider, Sandbox
+from sandbank.providers.registry import get_provider
+
+__all__ = ["HEARTBEAT_EVERY", "SandboxActivities", "to_application_error"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_EVERY = 2.0
+"""Seconds between heartbeats of a long activity (workflows use a ~10 s heartbeat timeout)."""
+
+PRIVATE_DIR = ".sandbank"
+"""Workspace-relative directory sandbank keeps for itself; never part of a snapshot."""
+
+_TMP_JOURNAL = "/tmp/.sandbank/exec"
+_WORKSPACE_JOURNAL = f"{PRIVATE_DIR}/exec"
+
+T = TypeVar("T")
+ProviderSource = Mapping[str, Provider] | Callable[[str], Provider]
+
+
+def to_application_error(exc: BaseException) -> BaseException:
+    """The one mapping from sandbank errors to Temporal failures; other errors pass through.
+
+    The failure type is the error's class name and ``non_retryable`` is ``not retryable``;
+    an ``ExecTimeout`` carries its partial output as details.
+    """
+    if isinstance(exc, ApplicationError) or not isinstance(exc, SandbankError):
+        return exc
+    details: list[Any] = []
+    if isinstance(exc, ExecTimeout):
+        details.append(_exec_output(exc.result, timed_out=True))
+    return ApplicationError(
+        str(exc), *details, type=type(exc).__name__, non_retryable=not exc.retryable
+    )
+
+
+def _exec_output(result: ExecResult, **extra: Any) -> t.ExecOutput:
+    return t.ExecOutput(
+        exit_code=result.exit_code,
+        stdout_b64=t.b64encode(result.stdout[: t.INLINE_LIMIT]),
+        stderr_b64=t.b64encode(result.stderr[: t.STDERR_LIMIT]),
+        duration=result.duration,
+        truncated=result.truncated
+        or len(result.stdout) > t.INLINE_LIMIT
+        or len(result.stderr) > t.STDERR_LIMIT,
+        stdout_size=len(result.stdout),
+        stderr_size=len(result.stderr),
+        **extra,
+    )
+
+
+async def _heartbeating(work: Awaitable[T], details: Callable[[], Any] | None = None) -> T:
+    """Await ``work`` while heartbeating every ``HEARTBEAT_EVERY`` seconds."""
+    task = asyncio.ensure_future(work)
+    started = time.monotonic()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
+            if done:
+                return task.result()
+            info = details() if details else {"elapsed": round(time.monotonic() - started, 1)}
+            activity.heartbeat(info)
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
+class SandboxActivities:
+    """Every sandbox operation as an activity. Register ``activities()`` on a worker.
+
+    ``providers`` maps provider names to configured providers (or is a factory taking the
+    name); by default the registry builds them with no options. ``store`` is the snapshot
+    store (a ``SnapshotStore``) used for checkpoints and for data above the inline limit.
+    """
+
+    def __init__(
+        self,
+        providers: ProviderSource | None = None,
+        store: Any | None = None,
+        *,
+        inline_limit: int = t.INLINE_LIMIT,
+    ) -> None:
+        self._providers = providers
+        self._provider_cache: dict[str, Provider] = {}
+        self.store = store
+        self.inline_limit = inline_limit
+        self._boxes: dict[t.SandboxRef, Sandbox] = {}
+        self._journals: dict[t.SandboxRef, str] = {}
+
+    def activities(self) -> list[Callable[..., Any]]:
+        """The bound activity methods, for ``Worker(activities=...)``."""
+        return [
+            self.create,
+            self.status,
+            self.exec,
+            self.read_file,
+            self.write_file,
+            self.list_tree,
+            self.remove,
+            self.mkdir,
+            self.snapshot,
+            self.restore,
+            self.destroy,
+            self.pause,
+            self.resume,
+            self.stage_file,
+            self.stage_bytes,
+            self.digest,
+        ]
+
+    async def aclose(self) -> None:
+        """Release sandbox handles and provider clients (sandboxes keep running)."""
+        for box in list(self._boxes.values()):
+            await box.aclose()
+        self._boxes.clear()
+        for provider in self._provider_cache.values():
+            await provider.aclose()
+        self._provider_cache.clear()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def provider(self, name: str) -> Provider:
+        cached = self._provider_cache.get(name)
+        if cached is not None:
+            return cached
+        source = self._providers
+        if source is None:
+            provider = get_provider(name)
+        elif callable(source):
+            provider = source(name)
+        elif name in source:
+            provider = source[name]
+        else:
+            raise ConfigurationError(
+                f"this worker has no provider {name!r} (it has {sorted(source)}); "
+                f"start a worker that configures it"
+            )
+        self._provider_cache[name] = provider
+        return provider
+
+    async def _box(self, ref: t.SandboxRef) -> Sandbox:
+        box = self._boxes.get(ref)
+        if box is None or box.closed:
+            box = await self.provider(ref.provider).attach(ref.sandbox_id)
+            self._boxes[ref] = box
+        return box
+
+    def _forget(self, ref: t.SandboxRef) -> None:
+        self._boxes.pop(ref, None)
+        self._journals.pop(ref, None)
+
+    async def _run(self, ref: t.SandboxRef | None, work: Callable[[], Awaitable[T]]) -> T:
+        """Run one activity body: errors mapped, a lost sandbox's handle dropped."""
+        try:
+            return await work()
+        except (SandboxLost, SandboxNotFound) as exc:
+            if ref is not None:
+                self._forget(ref)
+            raise to_application_error(exc) from exc
+        except SandbankError as exc:
+            raise to_application_error(exc) from exc
+
+    def _store(self) -> Any:
+        if self.store is None:
+            raise NotSupported(
+                "worker", "snapshots", "start the worker with a snapshot store (--store URL)"
+            )
+        return self.store
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @activity.defn(name=t.CREATE)
+    async def create(self, inp: t.CreateInput) -> t.CreateOutput:
+        async def work() -> t.CreateOutput:
+            provider = self.provider(inp.provider)
+            manifest = Manifest.from_json(inp.manifest_json) if inp.manifest_json else None
+            box = await _heartbeating(provider.create(manifest))
+            ref = t.SandboxRef(inp.provider, box.id)
+            self._boxes[ref] = box
+            caps = provider.capabilities
+            log.info("created %s sandbox %s", inp.provider, box.id)
+            return t.CreateOutput(
+                sandbox=ref,
+                capabilities=caps.names(),
+                durable_exec=caps.durable_exec,
+            )
+
+        return await self._run(None, work)
+
+    @activity.defn(name=t.STATUS)
+    async def status(self, ref: t.SandboxRef) -> t.StatusOutput:
+        async def work() -> t.StatusOutput:
+            try:
+                box = await self._box(ref)
+                return t.StatusOutput(status=str(await box.status()))
+            except (SandboxNotFound, SandboxLost):
+                self._forget(ref)
+                return t.StatusOutput(status="missing")
+
+        return await self._run(ref, work)
+
+    @activity.defn(name=t.DESTROY)
+    async def destroy(self, ref: t.SandboxRef) -> None:
+        """Delete the sandbox; one that is already gone is fine."""
+
+        async def work() -> None:
+            box = self._boxes.pop(ref, None)
+            self._journals.pop(ref, None)
+            try:
+                await self.provider(ref.provider).destroy(ref.sandbox_id)
+            except SandboxNotFound:
+                pass
+            finally:
+                if box is not None:
+                    await box.aclose()
+
+        await self._run(ref, work)
+
+    @activity.defn(name=t.PAUSE)
+    async def pause(self, ref: t.SandboxRef) -> None:
+        async def work() -> None:
+            await (await self._box(ref)).pause()
+
+        await self._run(ref, work)
+
+    @activity.defn(name=t.RESUME)
+    async def resume(self, ref: t.SandboxRef) -> None:
+        async def work() -> None:
+            await (await self._box(ref)).resume()
+
+        await self._run(ref, work)
+
+    # -- commands --------------------------------------------------------------------------
+
+    @activity.defn(name=t.EXEC)
+    async def exec(self, inp: t.ExecInput) -> t.ExecOutput:
+        """Run a command once per ``exec_id``; a retry returns the first run's result."""
+
+        async def work() -> t.ExecOutput:
+            if not valid_exec_id(inp.exec_id):
+                raise ConfigurationError(
+                    f"exec id {inp.exec_id!r} must be 1-128 letters, digits, '.', '_' or '-'"
+                )
+            if not inp.argv:
+                raise ConfigurationError("argv must be a non-empty list of strings")
+            box = await self._box(inp.sandbox)
+            journal = await self._journal_dir(inp.sandbox, box)
+            stdin = t.b64decode(inp.stdin_b64) if inp.stdin_b64 is not None else None
+            timeout = inp.timeout or 0
+            argv = [
+                "/bin/sh",
+                "-c",
+                WRAPPER,
+                "sandbank-exec",
+                journal,
+                inp.exec_id,
+                inp.cwd if inp.cwd is not None else box.manifest.workdir,
+                f"{timeout:g}",
+                str(self.inline_limit),
+                str(t.STDERR_LIMIT),
+                "1" if stdin is not None else "0",
+                *inp.argv,
+            ]
+            started = time.monotonic()
+            if journal == _TMP_JOURNAL:
+                try:
+                    await _start_detached(box, argv, inp.exec_id, inp.env, stdin)
+                except OSError as exc:
+                    raise SandboxLost(inp.sandbox.sandbox_id, str(exc)) from exc
+            raw = await _heartbeating(
+                box.exec(
+                    argv,
+                    cwd=".",
+                    env=inp.env,
+                    stdin=stdin,
+                    timeout=(timeout + 30) if timeout else None,
+                ),
+                lambda: {"exec_id": inp.exec_id, "elapsed": round(time.monotonic() - started, 1)},
+            )
+            if raw.exit_code != 0:
+                raise SandboxLost(
+                    inp.sandbox.sandbox_id,
+                    f"exec wrapper exited {raw.exit_code}: {raw.stderr[-500:]!r}",
+                )
+            res = parse_journal_output(raw.stdout, self.inline_limit, t.STDERR_LIMIT)
+            output = t.ExecOutput(
+                exit_code=res.exit_code,
+                stdout_b64=t.b64encode(res.stdout),
+                stderr_b64=t.b64encode(res.stderr),
+                duration=time.monotonic() - started,
+                truncated=res.stdout_size > len(res.stdout) or res.stderr_size > len(res.stderr),
+                stdout_size=res.stdout_size,
+                stderr_size=res.stderr_size,
+                resumed=res.resumed,
+                timed_out=res.state == "timeout",
+            )
+            if res.state == "interrupted":
+                raise t.ExecInterrupted(
+                    f"command {inp.argv!r} (exec id {inp.exec_id}) was started by an earlier "
+                    f"attempt and died without an exit status (its worker or sandbox died); "
+                    f"it is not run twice: check the workspace, then run it with a new exec id"
+                )
+            if output.timed_out:
+                result = ExecResult(
+                    exit_code=res.exit_code, stdout=res.stdout, stderr=res.stderr,
+                    duration=output.duration, truncated=output.truncated,
+                )  # fmt: skip
+                raise ExecTimeout(inp.argv, timeout, result)
+            if res.resumed:
+                log.info("exec %s: returned the result of an earlier attempt", inp.exec_id)
+            return output
+
+        return await self._run(inp.sandbox, work)
+
+    async def _journal_dir(self, ref: t.SandboxRef, box: Sandbox) -> str:
+        """Where exec records live: /tmp when it persists between execs, else the workspace."""
+        cached = self._journals.get(ref)
+        if cached is not None:
+            return cached
+        token = activity.info().activity_id + str(time.time_ns())
+        probe = f"{_TMP_JOURNAL}/probe"
+        first = await box.exec(
+            ["/bin/sh", "-c", f'mkdir -p {_TMP_JOURNAL} && printf %s "$1" > {probe}', "-", token],
+            cwd=".",
+        )
+        second = await box.exec(["/bin/sh", "-c", f"cat {probe} 2>/dev/null || true"], cwd=".")
+        persistent = first.exit_code == 0 and second.stdout.decode(errors="replace") == token
+        journal = _TMP_JOURNAL if persistent else _WORKSPACE_JOURNAL
+        log.debug("exec journal of %s is %s", ref.sandbox_id, journal)
+        self._journals[ref] = journal
+        return journal
+
+    # -- files -----------------------------------------------------------------------------
+
+    @activity.defn(name=t.READ_FILE)
+    async def read_file(self, inp: t.ReadFileInput) -> t.ReadFileOutput:
+        async def work() -> t.ReadFileOutput:
+            box = await self._box(inp.sandbox)
+            data = await _heartbeating(box.read_file(inp.path))
+            limit = min(inp.limit, self.inline_limit)
+            if len(data) > limit:
+                raise t.PayloadTooLarge(f"file {inp.path!r}", len(data), limit)
+            return t.ReadFileOutput(data_b64=t.b64encode(data), size=len(data))
+
+        return await self._run(inp.sandbox, work)
+
+    @activity.defn(name=t.WRITE_FILE)
+    async def write_file(self, inp: t.WriteFileInput) -> None:
+        async def work() -> None:
+            box = await self._box(inp.sandbox)
+            if inp.blob is not None:
+                data = await _heartbeating(self._load_blob(inp.blob))
+            elif inp.data_b64 is not None:
+                data = t.b64decode(inp.data_b64)
+            else:
+                raise ConfigurationError("write_file needs data or a blob")
+            await _heartbeating(box.write_file(inp.path, data, inp.mode))
+
+        await self._run(inp.sandbox, work)
+
+    @activity.defn(name=t.LIST_TREE)
+    async def list_tree(self, inp: t.ListTreeInput) -> t.ListTreeOutput:
+        async def work() -> t.ListTreeOutput:
+            box = await self._box(inp.sandbox)
+            entries = [
+                e
+                for e in await _heartbeating(box.list_tree(inp.path))
+                if e.path != PRIVATE_DIR and not e.path.startswith(PRIVATE_DIR + "/")
+            ]
+            if len(entries) > inp.limit:
+                raise t.PayloadTooLarge(
+                    f"the tree under {inp.path!r} ({len(entries)} entries)", len(entries), inp.limit
+                )
+            return t.ListTreeOutput(
+                entries=[
+                    t.EntryData(e.path, e.type, e.size, e.mode, e.mtime, e.link_target)
+                    for e in entries
+                ]
+            )
+
+        return await self._run(inp.sandbox, work)
+
+    @activity.defn(name=t.REMOVE)
+    async def remove(self, inp: t.PathInput) -> None:
+        async def work() -> None:
+            await (await self._box(inp.sandbox)).remove(inp.path)
+
+        await self._run(inp.sandbox, work)
+
+    @activity.defn(name=t.MKDIR)
+    async def mkdir(self, inp: t.PathInput) -> None:
+        async def work() -> None:
+            await (await self._box(inp.sandbox)).mkdir(inp.path)
+
+        await self._run(inp.sandbox, work)
+
+    # -- bulk data through the snapshot store ----------------------------------------------
+
+    @activity.defn(name=t.STAGE_FILE)
+    async def stage_file(self, inp: t.PathInput) -> t.BlobRef:
+        """Copy one file of any size from the sandbox into the store; returns its handle."""
+
+        async def work() -> t.BlobRef:
+            box = await self._box(inp.sandbox)
+            data = await _heartbeating(box.read_file(inp.path))
+            return await _heartbeating(self._save_blob(data, inp.path.rsplit("/", 1)[-1]))
+
+        return await self._run(inp.sandbox, work)
+
+    @activity.defn(name=t.STAGE_BYTES)
+    async def stage_bytes(self, inp: t.StageBytesInput) -> t.BlobRef:
+        """Store bytes a workflow holds (run as a local activity: its input is not recorded)."""
+
+        async def work() -> t.BlobRef:
+            return await self._save_blob(t.b64decode(inp.data_b64), inp.name)
+
+        return await self._run(None, work)
+
+    async def _save_blob(self, data: bytes, name: str) -> t.BlobRef:
+        store = self._store()
+        name = name or "blob"
+        with tempfile.TemporaryDirectory(prefix="sandbank-blob-") as tmp:
+            await asyncio.to_thread(Path(tmp, name).write_bytes, data)
+            record = await store.snapshot(tmp, tags=("blob",))
+        return t.BlobRef(snapshot_id=record.id, name=name, size=len(data))
+
+    async def _load_blob(self, blob: t.BlobRef) -> bytes:
+        store = self._store()
+        with tempfile.TemporaryDirectory(prefix="sandbank-blob-") as tmp:
+            await store.restore(blob.snapshot_id, tmp, if_not_empty="replace")
+            data = await asyncio.to_thread(Path(tmp, blob.name).read_bytes)
+        if len(data) != blob.size:
+            raise SnapshotError(
+                f"blob {blob.snapshot_id} holds {len(data)} bytes, expected {blob.size}",
+                retryable=False,
+            )
+        return data
+
+    @activity.defn(name=t.SNAPSHOT)
+    async def snapshot(self, inp: t.SnapshotInput) -> t.SnapshotOutput:
+        """An incremental snapshot of the workspace (``parent`` is the previous checkpoint)."""
+
+        async def work() -> t.SnapshotOutput:
+            store = self._store()
+            box = await self._box(inp.sandbox)
+            record = await _heartbeating(
+                store.snapshot(
+                    box, parent=inp.parent, exclude=("/" + PRIVATE_DIR,), tags=tuple(inp.tags)
+                )
+            )
+            stats = record.stats
+            return t.SnapshotOutput(
+                snapshot_id=record.id,
+                files=getattr(stats, "files", 0),
+                logical_bytes=getattr(stats, "logical_bytes", 0),
+                new_bytes=getattr(stats, "new_bytes", 0),
+                seconds=getattr(stats, "seconds", 0.0),
+            )
+
+        return await self._run(inp.sandbox, work)
+
+    @activity.defn(name=t.RESTORE)
+    async def restore(self, inp: t.RestoreInput) -> t.RestoreOutput:
+        async def work() -> t.RestoreOutput:
+            store = self._store()
+            box = await self._box(inp.sandbox)
+            started = time.monotonic()
+            stats = await _heartbeating(
+                store.restore(
+                    inp.snapshot_id, box, if_not_empty="replace" if inp.replace else "fail"
+                )
+            )
+            return t.RestoreOutput(
+                files=getattr(stats, "files", 0),
+                bytes=getattr(stats, "logical_bytes", getattr(stats, "bytes", 0)),
+                seconds=time.monotonic() - started,
+            )
+
+        return await self._run(inp.sandbox, work)
+
+    @activity.defn(name=t.DIGEST)
+    async def digest(self, ref: t.SandboxRef) -> t.DigestOutput:
+        """A content digest of the workspace (paths, types, modes, bytes), for verification."""
+
+        async def work() -> t.DigestOutput:
+            box = await self._box(ref)
+            return await _heartbeating(_tree_digest(box))
+
+        return await self._run(ref, work)
+
+
+async def _start_detached(
+    box: Sandbox, argv: list[str], exec_id: str, env: dict[str, str] | None, stdin: bytes | None
+) -> None:
+    """Start the journal's first run outside this process, for the local provider.
+
+    Local commands die with the process that runs bubblewrap; a small supervisor in its own
+    session runs it instead, so the command survives this worker and a retry collects it.
+    Other providers (docker) keep exec processes alive by themselves.
+    """
+    build = getattr(box, "_argv", None)
+    if box.host_path is not None and not await asyncio.to_thread(os.path.isdir, box.host_path):
+        raise SandboxLost(box.id, f"its workspace {box.host_path} is gone")
+    tmp_dir = getattr(box.provider, "_tmp_dir", None)
+    if box.provider.name != "local" or build is None or tmp_dir is None:
+        return
+    from sandbank.providers.base import ExecRequest
+    from sandbank.providers.local import DEFAULT_PATH, sandbox_env
+
+    merged = {**box.manifest.env, **(env or {})}
+    cmd, cwd = build(ExecRequest(argv=argv, cwd=".", env=merged, stdin=None, timeout=None))
+    if getattr(box.provider, "isolation_mode", "") == "none":
+        proc_env = sandbox_env(merged, home=box.host_path or "/")
+    else:
+        proc_env = {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
+    record = os.path.join(tmp_dir(box.id), ".sandbank", "exec", exec_id)
+    if await asyncio.to_thread(os.path.exists, record):
+        return
+    with tempfile.TemporaryFile() as stdin_file:
+        stdin_file.write(stdin or b"")
+        stdin_file.seek(0)
+        proc = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", '"$@"; :', "sandbank-supervisor", *cmd,
+            stdin=stdin_file, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL, cwd=cwd, env=proc_env, start_new_session=True,
+        )  # fmt: skip
+    _SUPERVISORS.add(asyncio.ensure_future(proc.wait()))
+    for _ in range(100):
+        if proc.returncode is not None or await asyncio.to_thread(os.path.exists, record):
+            break
+        await asyncio.sleep(0.05)
+
+
+_SUPERVISORS: set[asyncio.Future[int]] = set()
+
+
+async def _tree_digest(box: Sandbox) -> t.DigestOutput:
+    loop = asyncio.get_running_loop()
+    reader = SyncReader(box.export_tar().__aiter__(), loop)
+
+    def hash_tar() -> t.DigestOutput:
+        rows: list[tuple[str, str]] = []
+        total = 0
+        with tarfile.open(fileobj=reader, mode="r|*") as archive:
+            for member in archive:
+                name = member.name.lstrip("./") or "."
+                if name == PRIVATE_DIR or name.startswith(PRIVATE_DIR + "/") or name == ".":
+                    continue
+                h = hashlib.sha256()
+                if member.isfile():
+                    kind = "f"
+                    stream = archive.extractfile(member)
+                    assert stream is not None
+                    while chunk := stream.read(1 << 20):
+                        h.update(chunk)
+                    total += member.size
+                elif member.isdir():
+                    kind = "d"
+                elif member.issym():
+                    kind = "l"
+                    h.update(member.linkname.encode())
+                else:
+                    kind = "o"
+                rows.append((name.rstrip("/"), f"{kind}:{member.mode & 0o7777:o}:{h.hexdigest()}"))
+        rows.sort()
+        top = hashlib.sha256()
+        for name, row in rows:
+            top.update(f"{name}\0{row}\n".encode())
+        return t.DigestOutput(
+            digest=top.hexdigest(), files=sum(r[1][0] == "f" for r in rows), bytes=total
+        )
+
+    return await asyncio.to_thread(hash_tar)

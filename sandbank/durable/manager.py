@@ -1,0 +1,130 @@
+"""Start, list, message, fork, migrate, rename and stop sessions: a thin Temporal client.
+
+Sessions are workflows; listing uses Temporal's visibility and each session's ``describe``
+query. There is no database of our own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from sandbank.durable.session import (
+    SESSION_WORKFLOW,
+    MigrateRequest,
+    MigrateResult,
+    SessionConfig,
+    SessionEvent,
+    SessionInfo,
+    SessionState,
+    SessionWorkflow,
+    Turn,
+    TurnResult,
+)
+from sandbank.durable.worker import DEFAULT_TASK_QUEUE
+from sandbank.errors import SandbankError
+from sandbank.manifest import Manifest
+
+__all__ = ["SessionManager"]
+
+log = logging.getLogger(__name__)
+
+
+class SessionManager:
+    """Client-side control of sessions on one task queue."""
+
+    def __init__(self, client: Client, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    def handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
+        return self.client.get_workflow_handle(session_id)
+
+    async def start(
+        self,
+        provider: str = "local",
+        manifest: Manifest | dict[str, Any] | None = None,
+        *,
+        name: str = "",
+        session_id: str | None = None,
+        pause_after: float = 60.0,
+        release_after: float = 600.0,
+    ) -> str:
+        """Start a session (its sandbox is created on the first message); returns its id."""
+        session_id = session_id or f"session-{uuid.uuid4().hex[:10]}"
+        manifest_json = Manifest.parse(manifest).to_json() if manifest is not None else None
+        config = SessionConfig(
+            provider=provider,
+            manifest_json=manifest_json,
+            name=name or session_id,
+            pause_after=pause_after,
+            release_after=release_after,
+        )
+        await self.client.start_workflow(
+            SessionWorkflow.run,
+            SessionState(config=config),
+            id=session_id,
+            task_queue=self.task_queue,
+        )
+        return session_id
+
+    async def send(self, session_id: str, turn: Turn) -> TurnResult:
+        return await self._update(session_id, SessionWorkflow.send, turn, TurnResult)
+
+    async def fork(self, session_id: str, new_session_id: str | None = None) -> str:
+        new_id = new_session_id or f"{session_id}-fork-{uuid.uuid4().hex[:6]}"
+        result: str = await self._update(session_id, SessionWorkflow.fork, new_id, str)
+        return result
+
+    async def migrate(
+        self, session_id: str, provider: str, manifest_overrides: dict[str, Any] | None = None
+    ) -> MigrateResult:
+        request = MigrateRequest(
+            provider, json.dumps(manifest_overrides) if manifest_overrides else None
+        )
+        return await self._update(session_id, SessionWorkflow.migrate, request, MigrateResult)
+
+    async def rename(self, session_id: str, name: str) -> None:
+        await self.handle(session_id).execute_update(SessionWorkflow.rename, name)
+
+    async def stop(self, session_id: str) -> SessionInfo:
+        return await self._update(session_id, SessionWorkflow.stop, None, SessionInfo)
+
+    async def describe(self, session_id: str) -> SessionInfo:
+        return await self.handle(session_id).query(SessionWorkflow.describe)
+
+    async def history(self, session_id: str, limit: int = 0) -> list[SessionEvent]:
+        return await self.handle(session_id).query(SessionWorkflow.history, limit)
+
+    async def list(self, *, running_only: bool = True) -> list[SessionInfo]:
+        """Sessions known to Temporal's visibility, described by their own query."""
+        query = f'WorkflowType = "{SESSION_WORKFLOW}" AND TaskQueue = "{self.task_queue}"'
+        if running_only:
+            query += ' AND ExecutionStatus = "Running"'
+        infos: list[SessionInfo] = []
+        async for execution in self.client.list_workflows(query):
+            try:
+                infos.append(await self.describe(execution.id))
+            except RPCError as exc:
+                log.debug("cannot describe %s: %s", execution.id, exc)
+        return infos
+
+    async def _update(self, session_id: str, update: Any, arg: Any, result_type: type) -> Any:
+        handle = self.handle(session_id)
+        try:
+            if arg is None:
+                return await handle.execute_update(update, result_type=result_type)
+            return await handle.execute_update(update, arg, result_type=result_type)
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            message = getattr(cause, "message", None) or str(cause or exc)
+            raise _SessionError(f"session {session_id}: {message}") from exc
+
+
+class _SessionError(SandbankError):
+    """A session rejected or failed a request; the message says why."""

@@ -1,0 +1,638 @@
+"""The session workflow: a long-lived sandbox conversation that survives crashes and idles free.
+
+Messages arrive by update (``send``) or signal (``post``) and run one at a time as turns
+against a ``WorkflowSandbox``. Each turn ends with an incremental checkpoint. Idle sessions
+pause, then release their sandbox (checkpoint and destroy) and rehydrate on the next
+message; a lost sandbox is rebuilt from the last checkpoint and the turn retried. Sessions
+fork (child workflow, isolated workspace) and migrate between providers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError, FailureError
+
+with workflow.unsafe.imports_passed_through():
+    from sandbank.durable import types as t
+    from sandbank.durable.workflow_sandbox import WorkflowSandbox
+    from sandbank.errors import ConfigurationError, SandbankError, SandboxLost, SandboxNotFound
+
+__all__ = [
+    "SESSION_WORKFLOW",
+    "MigrateRequest",
+    "MigrateResult",
+    "SessionConfig",
+    "SessionEvent",
+    "SessionInfo",
+    "SessionState",
+    "SessionWorkflow",
+    "Step",
+    "StepResult",
+    "Turn",
+    "TurnHandler",
+    "TurnOutcome",
+    "TurnResult",
+    "register_turn_handler",
+]
+
+SESSION_WORKFLOW = "SandbankSession"
+STEP_OUTPUT_LIMIT = 64 * 1024
+"""Characters of a step's output returned to the sender (the rest stays in the sandbox)."""
+
+
+@dataclass
+class Step:
+    """One action of a turn: ``exec`` (cmd), ``write`` (path, content), ``read``, ``remove``,
+    ``mkdir`` (path)."""
+
+    kind: str
+    cmd: str | list[str] | None = None
+    path: str | None = None
+    content: str | None = None
+    mode: int | None = None
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class Turn:
+    """A message to the session. ``handler`` names the code that runs it."""
+
+    steps: list[Step] = field(default_factory=list)
+    message: str = ""
+    handler: str = "steps"
+
+
+@dataclass
+class StepResult:
+    kind: str
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    content: str | None = None
+
+
+@dataclass
+class TurnOutcome:
+    """What a turn handler returns."""
+
+    steps: list[StepResult] = field(default_factory=list)
+    reply: str = ""
+
+
+@dataclass
+class TurnResult:
+    turn: int
+    steps: list[StepResult] = field(default_factory=list)
+    reply: str = ""
+    checkpoint: str | None = None
+    recovered: bool = False
+    error_type: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SessionEvent:
+    at: float
+    kind: str
+    detail: str = ""
+
+
+@dataclass
+class SessionConfig:
+    provider: str = "local"
+    manifest_json: str | None = None
+    name: str = ""
+    pause_after: float = 60.0
+    """Idle seconds before the sandbox is paused (where the provider can pause)."""
+    release_after: float = 600.0
+    """Idle seconds before the sandbox is checkpointed and destroyed."""
+    max_events: int = 200
+    continue_after_turns: int = 100
+    """Turns per workflow run before continue-as-new (history stays bounded)."""
+
+
+@dataclass
+class SessionState:
+    """Everything a session carries across continue-as-new: small, no file contents."""
+
+    config: SessionConfig = field(default_factory=SessionConfig)
+    sandbox: t.SandboxRef | None = None
+    capabilities: list[str] = field(default_factory=list)
+    sandbox_state: str = "none"
+    """none, running, paused or released."""
+    checkpoint: str | None = None
+    dirty: bool = False
+    turns: int = 0
+    events: list[SessionEvent] = field(default_factory=list)
+    last_activity: float = 0.0
+    forked_from: str | None = None
+    stopped: bool = False
+
+
+@dataclass
+class SessionInfo:
+    session_id: str
+    name: str
+    provider: str
+    sandbox_state: str
+    sandbox_id: str | None
+    checkpoint: str | None
+    turns: int
+    last_activity: float
+    forked_from: str | None
+    stopped: bool
+    migrating: bool = False
+
+
+@dataclass
+class MigrateRequest:
+    provider: str
+    manifest_overrides_json: str | None = None
+
+
+@dataclass
+class MigrateResult:
+    provider: str
+    sandbox_id: str
+    checkpoint: str | None
+    downtime: float
+    total: float
+    verified: bool
+
+
+TurnHandler = Callable[[WorkflowSandbox, Turn], Awaitable[TurnOutcome]]
+_HANDLERS: dict[str, TurnHandler] = {}
+
+
+def register_turn_handler(name: str, handler: TurnHandler) -> None:
+    """Make ``handler`` available to turns whose ``handler`` field is ``name``."""
+    _HANDLERS[name] = handler
+
+
+def _clip(data: bytes) -> str:
+    return data[:STEP_OUTPUT_LIMIT].decode("utf-8", "replace")
+
+
+async def run_steps(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
+    """The built-in handler: run the turn's commands and file edits in order."""
+    results: list[StepResult] = []
+    for step in turn.steps:
+        if step.kind == "exec":
+            if step.cmd is None:
+                raise ConfigurationError("an exec step needs cmd")
+            res = await box.exec(step.cmd, cwd=step.cwd, env=step.env, timeout=step.timeout)
+            results.append(StepResult("exec", res.exit_code, _clip(res.stdout), _clip(res.stderr)))
+        elif step.kind == "write":
+            await box.write_file(_path(step), step.content or "", step.mode)
+            results.append(StepResult("write"))
+        elif step.kind == "read":
+            results.append(StepResult("read", content=_clip(await box.read_file(_path(step)))))
+        elif step.kind == "remove":
+            await box.remove(_path(step))
+            results.append(StepResult("remove"))
+        elif step.kind == "mkdir":
+            await box.mkdir(_path(step))
+            results.append(StepResult("mkdir"))
+        else:
+            raise ConfigurationError(
+                f"unknown step kind {step.kind!r}; use exec, write, read, remove or mkdir"
+            )
+    return TurnOutcome(steps=results)
+
+
+def _path(step: Step) -> str:
+    if not step.path:
+        raise ConfigurationError(f"a {step.kind} step needs a path")
+    return step.path
+
+
+register_turn_handler("steps", run_steps)
+
+
+_PENDING = object()
+"""An op whose result arrives later (a migration finishing after its copy)."""
+
+
+@dataclass
+class _Op:
+    id: int
+    kind: str
+    arg: Any = None
+
+
+@workflow.defn(name=SESSION_WORKFLOW)
+class SessionWorkflow:
+    """One agent session; its id is the workflow id."""
+
+    @workflow.init
+    def __init__(self, state: SessionState) -> None:
+        self.state = state
+        self._ops: list[_Op] = []
+        self._results: dict[int, Any] = {}
+        self._next_op = 0
+        self._turns_this_run = 0
+        self._migration: asyncio.Task[None] | None = None
+        self._box: WorkflowSandbox | None = None
+        self._no_store = False
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def _submit(self, kind: str, arg: Any = None) -> Any:
+        self._next_op += 1
+        op = _Op(self._next_op, kind, arg)
+        self._ops.append(op)
+        await workflow.wait_condition(lambda: op.id in self._results)
+        result = self._results.pop(op.id)
+        if isinstance(result, SandbankError | FailureError):
+            raise ApplicationError(str(result), type=type(result).__name__, non_retryable=True)
+        return result
+
+    def _accepting(self, *_: Any) -> None:
+        if self.state.stopped:
+            raise RuntimeError("the session is stopped; start or fork a new one")
+
+    @workflow.update
+    async def send(self, turn: Turn) -> TurnResult:
+        """Run a turn and return its result."""
+        result: TurnResult = await self._submit("turn", turn)
+        return result
+
+    @send.validator
+    def _validate_send(self, turn: Turn) -> None:
+        self._accepting()
+
+    @workflow.signal
+    def post(self, turn: Turn) -> None:
+        """Queue a turn without waiting for it (its summary lands in the history)."""
+        if not self.state.stopped:
+            self._next_op += 1
+            self._ops.append(_Op(self._next_op, "turn", turn))
+
+    @workflow.update
+    async def fork(self, new_session_id: str) -> str:
+        """Start an isolated copy of this session from a fresh checkpoint; returns its id."""
+        result: str = await self._submit("fork", new_session_id)
+        return result
+
+    @workflow.update
+    async def migrate(self, request: MigrateRequest) -> MigrateResult:
+        result: MigrateResult = await self._submit("migrate", request)
+        return result
+
+    @workflow.update
+    async def checkpoint(self) -> str | None:
+        result: str | None = await self._submit("checkpoint")
+        return result
+
+    @workflow.update
+    def rename(self, name: str) -> None:
+        self.state.config.name = name
+        self._event("renamed", name)
+
+    @workflow.update
+    async def stop(self) -> SessionInfo:
+        """Checkpoint, destroy the sandbox and end the session."""
+        await self._submit("stop")
+        return self.describe()
+
+    @workflow.query
+    def describe(self) -> SessionInfo:
+        s = self.state
+        return SessionInfo(
+            session_id=workflow.info().workflow_id,
+            name=s.config.name,
+            provider=s.config.provider,
+            sandbox_state=s.sandbox_state,
+            sandbox_id=s.sandbox.sandbox_id if s.sandbox else None,
+            checkpoint=s.checkpoint,
+            turns=s.turns,
+            last_activity=s.last_activity,
+            forked_from=s.forked_from,
+            stopped=s.stopped,
+            migrating=self._migration is not None,
+        )
+
+    @workflow.query
+    def history(self, limit: int = 0) -> list[SessionEvent]:
+        return self.state.events[-limit:] if limit else list(self.state.events)
+
+    # -- main loop --------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, state: SessionState) -> SessionInfo:
+        if not self.state.last_activity:
+            self.state.last_activity = workflow.time()
+        if self.state.sandbox is not None:
+            self._box = WorkflowSandbox(self.state.sandbox, capabilities=self.state.capabilities)
+        while True:
+            if self._ops:
+                op = self._ops.pop(0)
+                try:
+                    result = await self._do(op)
+                except (SandbankError, FailureError) as exc:
+                    self._event("error", f"{op.kind}: {type(exc).__name__}: {exc}")
+                    result = exc
+                if result is not _PENDING:
+                    self._results[op.id] = result
+                if op.kind in ("turn", "migrate_finish"):
+                    self.state.last_activity = workflow.time()
+                continue
+            if self.state.stopped:
+                break
+            if self._should_continue():
+                workflow.continue_as_new(self.state)
+            timeout = self._idle_timeout()
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._ops) or self.state.stopped,
+                    timeout=timedelta(seconds=timeout) if timeout is not None else None,
+                )
+            except TimeoutError:
+                await self._idle_step()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.describe()
+
+    def _should_continue(self) -> bool:
+        if self._migration is not None or not workflow.all_handlers_finished():
+            return False
+        return (
+            self._turns_this_run >= self.state.config.continue_after_turns
+            or workflow.info().is_continue_as_new_suggested()
+        )
+
+    async def _do(self, op: _Op) -> Any:
+        if op.kind == "turn":
+            return await self._turn(op.arg)
+        if op.kind == "checkpoint":
+            return await self._checkpoint(force=True)
+        if op.kind == "fork":
+            return await self._fork(op.arg)
+        if op.kind == "migrate":
+            return await self._migrate(op)
+        if op.kind == "migrate_finish":
+            return await self._migrate_finish(op.arg)
+        if op.kind == "stop":
+            await self._release()
+            self.state.stopped = True
+            self._event("stopped")
+            return None
+        raise AssertionError(op.kind)
+
+    def _event(self, kind: str, detail: str = "") -> None:
+        events = self.state.events
+        events.append(SessionEvent(workflow.time(), kind, detail))
+        if len(events) > self.state.config.max_events:
+            del events[: len(events) - self.state.config.max_events]
+        workflow.logger.info("session event %s %s", kind, detail)
+
+    # -- turns ------------------------------------------------------------------------------
+
+    async def _turn(self, turn: Turn) -> TurnResult:
+        started = workflow.time()
+        self.state.turns += 1
+        self._turns_this_run += 1
+        number = self.state.turns
+        result = TurnResult(turn=number)
+        handler = _HANDLERS.get(turn.handler)
+        if handler is None:
+            result.error_type = "ConfigurationError"
+            result.error = f"no turn handler {turn.handler!r} (known: {sorted(_HANDLERS)})"
+            return result
+        for attempt in range(3):
+            try:
+                box = await self._ensure_live()
+                self.state.dirty = True
+                outcome = await handler(box, turn)
+                result.steps, result.reply = outcome.steps, outcome.reply
+                break
+            except (SandboxLost, SandboxNotFound, t.ExecInterrupted) as exc:
+                if isinstance(exc, t.ExecInterrupted) and await self._sandbox_alive():
+                    result.error_type, result.error = type(exc).__name__, str(exc)
+                    break
+                self._event("sandbox_lost", f"turn {number}: {exc}")
+                await self._forget_sandbox()
+                result.recovered = True
+                if attempt == 2:
+                    result.error_type, result.error = type(exc).__name__, str(exc)
+            except (SandbankError, FailureError) as exc:
+                result.error_type, result.error = type(exc).__name__, str(exc)
+                break
+        try:
+            result.checkpoint = await self._checkpoint()
+        except (SandbankError, FailureError) as exc:
+            self._event("checkpoint_failed", f"{type(exc).__name__}: {exc}")
+        result.seconds = workflow.time() - started
+        codes = [s.exit_code for s in result.steps if s.exit_code is not None]
+        self._event(
+            "turn",
+            f"{number}: {len(result.steps)} steps, exit codes {codes}"
+            + (f", error {result.error_type}" if result.error_type else "")
+            + (", recovered" if result.recovered else ""),
+        )
+        return result
+
+    async def _sandbox_alive(self) -> bool:
+        if self._box is None:
+            return False
+        return await self._box.status() not in ("missing", "lost", "stopped")
+
+    async def _ensure_live(self) -> WorkflowSandbox:
+        s = self.state
+        if self._box is not None and s.sandbox_state == "running":
+            return self._box
+        if self._box is not None and s.sandbox_state == "paused":
+            await self._box.resume()
+            s.sandbox_state = "running"
+            self._event("resumed")
+            return self._box
+        started = workflow.time()
+        box = await WorkflowSandbox.create(s.config.provider, s.config.manifest_json)
+        self._box, s.sandbox, s.capabilities = box, box.ref, box.capabilities
+        s.sandbox_state = "running"
+        if s.checkpoint:
+            await box.restore(s.checkpoint)
+            self._event(
+                "rehydrated",
+                f"{box.id} from {s.checkpoint} in {workflow.time() - started:.2f}s",
+            )
+        else:
+            self._event("created", box.id)
+        return box
+
+    async def _forget_sandbox(self) -> None:
+        if self._box is not None:
+            with contextlib.suppress(SandbankError):
+                await self._box.destroy()
+        self._box, self.state.sandbox, self.state.sandbox_state = None, None, "none"
+
+    async def _checkpoint(self, force: bool = False) -> str | None:
+        s = self.state
+        if self._box is None or self._no_store or s.sandbox_state != "running":
+            return s.checkpoint
+        if not (s.dirty or force or s.checkpoint is None):
+            return s.checkpoint
+        try:
+            out = await self._box.snapshot(parent=s.checkpoint, tags=["checkpoint"])
+        except SandbankError as exc:
+            if type(exc).__name__ == "NotSupported":
+                self._no_store = True
+                self._event("checkpoint_unavailable", str(exc))
+                return s.checkpoint
+            raise
+        s.checkpoint, s.dirty = out.snapshot_id, False
+        self._event(
+            "checkpoint", f"{out.snapshot_id} ({out.files} files, {out.new_bytes} new bytes)"
+        )
+        return s.checkpoint
+
+    # -- idle tiers -------------------------------------------------------------------------
+
+    def _can_pause(self) -> bool:
+        return "pause" in self.state.capabilities
+
+    def _idle_timeout(self) -> float | None:
+        s = self.state
+        if self._migration is not None or s.sandbox_state not in ("running", "paused"):
+            return None
+        idle = workflow.time() - s.last_activity
+        cfg = s.config
+        if s.sandbox_state == "running" and self._can_pause() and idle < cfg.pause_after:
+            return max(cfg.pause_after - idle, 0.001)
+        if self._no_store:
+            return None
+        return max(cfg.release_after - idle, 0.001)
+
+    async def _idle_step(self) -> None:
+        s = self.state
+        idle = workflow.time() - s.last_activity
+        if idle >= s.config.release_after and not self._no_store:
+            await self._release()
+        elif s.sandbox_state == "running" and self._can_pause() and self._box is not None:
+            await self._box.pause()
+            s.sandbox_state = "paused"
+            self._event("paused", f"after {idle:.0f}s idle")
+
+    async def _release(self) -> None:
+        """Checkpoint and destroy the sandbox (nothing live, nothing billed)."""
+        s = self.state
+        if self._box is None:
+            return
+        if s.sandbox_state == "paused":
+            await self._box.resume()
+            s.sandbox_state = "running"
+        await self._checkpoint()
+        if self._no_store:
+            return
+        await self._box.destroy()
+        self._event("released", f"{s.sandbox.sandbox_id if s.sandbox else ''} -> {s.checkpoint}")
+        self._box, s.sandbox, s.sandbox_state = None, None, "released"
+
+    # -- fork and migration -----------------------------------------------------------------
+
+    async def _fork(self, new_id: str) -> str:
+        if self._box is not None and self.state.sandbox_state == "paused":
+            await self._ensure_live()
+        await self._checkpoint()
+        info = workflow.info()
+        seed = SessionState(
+            config=replace(self.state.config, name=f"{self.state.config.name} (fork)".strip()),
+            checkpoint=self.state.checkpoint,
+            sandbox_state="released" if self.state.checkpoint else "none",
+            turns=self.state.turns,
+            events=list(self.state.events),
+            last_activity=workflow.time(),
+            forked_from=info.workflow_id,
+        )
+        await workflow.start_child_workflow(
+            SessionWorkflow.run,
+            seed,
+            id=new_id,
+            task_queue=info.task_queue,
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+        )
+        self._event("forked", f"{new_id} from {self.state.checkpoint}")
+        return new_id
+
+    async def _migrate(self, op: _Op) -> object:
+        """Copy the last checkpoint to the target while this sandbox still serves turns."""
+        request: MigrateRequest = op.arg
+        started = workflow.time()
+        if self._migration is not None:
+            raise ConfigurationError("a migration is already running")
+        source = await self._ensure_live()
+        base = await self._checkpoint(force=True)
+        manifest = self.state.config.manifest_json
+        if request.manifest_overrides_json:
+            manifest = _merge_json(manifest, request.manifest_overrides_json)
+        target = await WorkflowSandbox.create(request.provider, manifest)
+        self._event("migrating", f"{source.id} -> {request.provider}:{target.id}")
+        prepared: dict[str, Any] = {
+            "request": request, "target": target, "base": base,
+            "manifest": manifest, "started": started,
+        }  # fmt: skip
+
+        async def prepare() -> None:
+            try:
+                if base:
+                    await target.restore(base)
+            except BaseException as exc:
+                prepared["error"] = exc
+            self._ops.insert(0, _Op(op.id, "migrate_finish", prepared))
+
+        self._migration = asyncio.create_task(prepare())
+        return _PENDING
+
+    async def _migrate_finish(self, prepared: dict[str, Any]) -> Any:
+        self._migration = None
+        target: WorkflowSandbox = prepared["target"]
+        if "error" in prepared:
+            await target.destroy()
+            error = prepared["error"]
+            if isinstance(error, SandbankError):
+                raise error
+            raise SandboxLost(target.id, f"preparing the migration target failed: {error}")
+        cut = workflow.time()
+        source = await self._ensure_live()
+        final = await self._checkpoint()
+        if final and final != prepared["base"]:
+            await target.restore(final)
+        before, after = await source.digest(), await target.digest()
+        if before.digest != after.digest:
+            await target.destroy()
+            self._event("migration_failed", "workspace digests differ; staying on the source")
+            raise SandboxLost(target.id, "migrated workspace does not match the source")
+        s = self.state
+        s.config.provider = prepared["request"].provider
+        s.config.manifest_json = prepared["manifest"]
+        self._box, s.sandbox, s.capabilities = target, target.ref, target.capabilities
+        s.sandbox_state = "running"
+        await source.destroy()
+        downtime = workflow.time() - cut
+        self._event("migrated", f"to {s.config.provider}:{target.id}, downtime {downtime:.2f}s")
+        result = MigrateResult(
+            provider=s.config.provider,
+            sandbox_id=target.id,
+            checkpoint=s.checkpoint,
+            downtime=downtime,
+            total=workflow.time() - prepared["started"],
+            verified=True,
+        )
+        # The waiting migrate op reads its result under its own id.
+        return result
+
+
+def _merge_json(base: str | None, overrides: str) -> str:
+    import json
+
+    merged = {**(json.loads(base) if base else {}), **json.loads(overrides)}
+    return json.dumps(merged)

@@ -1,0 +1,267 @@
+"""Activity names, inputs and outputs of the durable layer: small dataclasses, no I/O.
+
+Workflows import this module (through ``workflow.unsafe.imports_passed_through()``), so it
+holds nothing but plain data and a few pure helpers. Bytes travel as base64 text.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from sandbank.errors import ConfigurationError, SandbankError
+
+__all__ = [
+    "INLINE_LIMIT",
+    "NON_RETRYABLE_ERROR_TYPES",
+    "BlobRef",
+    "CreateInput",
+    "CreateOutput",
+    "DigestOutput",
+    "EntryData",
+    "ExecInput",
+    "ExecInterrupted",
+    "ExecOutput",
+    "ListTreeInput",
+    "ListTreeOutput",
+    "PathInput",
+    "PayloadTooLarge",
+    "ReadFileInput",
+    "ReadFileOutput",
+    "RestoreInput",
+    "RestoreOutput",
+    "SandboxRef",
+    "SnapshotInput",
+    "SnapshotOutput",
+    "StageBytesInput",
+    "StatusOutput",
+    "WriteFileInput",
+    "b64decode",
+    "b64encode",
+]
+
+INLINE_LIMIT = 256 * 1024
+"""Largest file content (bytes) carried inline in an activity input or output."""
+
+STDERR_LIMIT = 64 * 1024
+"""Bytes of stderr kept inline in an ``ExecOutput`` (stdout keeps ``INLINE_LIMIT``)."""
+
+LIST_TREE_LIMIT = 20_000
+"""Most entries a ``list_tree`` result carries inline."""
+
+# Activity names: string constants, so workflows never import activity code.
+CREATE = "sandbank.create"
+STATUS = "sandbank.status"
+EXEC = "sandbank.exec"
+READ_FILE = "sandbank.read_file"
+WRITE_FILE = "sandbank.write_file"
+LIST_TREE = "sandbank.list_tree"
+REMOVE = "sandbank.remove"
+MKDIR = "sandbank.mkdir"
+SNAPSHOT = "sandbank.snapshot"
+RESTORE = "sandbank.restore"
+DESTROY = "sandbank.destroy"
+PAUSE = "sandbank.pause"
+RESUME = "sandbank.resume"
+STAGE_FILE = "sandbank.stage_file"
+STAGE_BYTES = "sandbank.stage_bytes"
+DIGEST = "sandbank.digest"
+
+
+class PayloadTooLarge(ConfigurationError):
+    """Data too big to travel through workflow history; move it through the snapshot store."""
+
+    def __init__(self, what: str, size: int, limit: int = INLINE_LIMIT) -> None:
+        super().__init__(
+            f"{what} is {size} bytes, over the {limit}-byte inline limit of a workflow call; "
+            f"move it through the snapshot store (WorkflowSandbox.stage_file / write_file "
+            f"with a BlobRef, or a snapshot) instead of inline"
+        )
+        self.size = size
+
+
+class ExecInterrupted(SandbankError):
+    """A command with this exec id was started before, and died without an exit status.
+
+    It is not run again (it may have had effects); run it again with a new exec id if
+    that is safe.
+    """
+
+
+NON_RETRYABLE_ERROR_TYPES = [
+    "ConfigurationError",
+    "ManifestError",
+    "WorkspacePathError",
+    "PathNotFound",
+    "PayloadTooLarge",
+    "NotSupported",
+    "RegistryError",
+    "SandboxNotFound",
+    "SandboxClosed",
+    "SandboxLost",
+    "ExecTimeout",
+    "ExecInterrupted",
+]
+"""Error types an activity retry cannot fix; the workflow side registers them."""
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+@dataclass(frozen=True)
+class SandboxRef:
+    """A sandbox by handle: the provider's name on the worker and the sandbox id."""
+
+    provider: str
+    sandbox_id: str
+
+
+@dataclass
+class BlobRef:
+    """A file's content staged in the snapshot store (a one-file snapshot)."""
+
+    snapshot_id: str
+    name: str
+    size: int
+
+
+@dataclass
+class CreateInput:
+    provider: str
+    manifest_json: str | None = None
+
+
+@dataclass
+class CreateOutput:
+    sandbox: SandboxRef
+    capabilities: list[str] = field(default_factory=list)
+    durable_exec: bool = False
+
+
+@dataclass
+class StatusOutput:
+    status: str
+    """A ``SandboxStatus`` value, or "missing" when the sandbox no longer exists."""
+
+
+@dataclass
+class ExecInput:
+    sandbox: SandboxRef
+    exec_id: str
+    argv: list[str]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    stdin_b64: str | None = None
+    timeout: float | None = None
+
+
+@dataclass
+class ExecOutput:
+    exit_code: int
+    stdout_b64: str = ""
+    stderr_b64: str = ""
+    duration: float = 0.0
+    truncated: bool = False
+    stdout_size: int = 0
+    stderr_size: int = 0
+    resumed: bool = False
+    """True when this result came from a run started by an earlier attempt."""
+    timed_out: bool = False
+
+
+@dataclass
+class PathInput:
+    sandbox: SandboxRef
+    path: str
+
+
+@dataclass
+class ReadFileInput:
+    sandbox: SandboxRef
+    path: str
+    limit: int = INLINE_LIMIT
+
+
+@dataclass
+class ReadFileOutput:
+    data_b64: str
+    size: int
+
+
+@dataclass
+class WriteFileInput:
+    sandbox: SandboxRef
+    path: str
+    data_b64: str | None = None
+    blob: BlobRef | None = None
+    mode: int | None = None
+
+
+@dataclass
+class StageBytesInput:
+    data_b64: str
+    name: str = "blob"
+
+
+@dataclass
+class ListTreeInput:
+    sandbox: SandboxRef
+    path: str = "."
+    limit: int = LIST_TREE_LIMIT
+
+
+@dataclass
+class EntryData:
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime: float
+    link_target: str | None = None
+
+
+@dataclass
+class ListTreeOutput:
+    entries: list[EntryData]
+
+
+@dataclass
+class SnapshotInput:
+    sandbox: SandboxRef
+    parent: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SnapshotOutput:
+    snapshot_id: str
+    files: int = 0
+    logical_bytes: int = 0
+    new_bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RestoreInput:
+    sandbox: SandboxRef
+    snapshot_id: str
+    replace: bool = True
+
+
+@dataclass
+class RestoreOutput:
+    files: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class DigestOutput:
+    digest: str
+    files: int
+    bytes: int

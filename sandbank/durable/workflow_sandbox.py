@@ -1,0 +1,317 @@
+"""The sandbox as workflow code sees it: the ``Sandbox`` interface, run as activities.
+
+``WorkflowSandbox`` mirrors ``sandbank.Sandbox`` (exec, files, tree, status, pause, ...),
+so code written against a sandbox runs unchanged in a workflow. Every call is an activity
+with a heartbeat timeout; failures come back as the sandbank error they started as.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Literal, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from sandbank import errors as _errors
+    from sandbank.durable import types as t
+    from sandbank.providers.base import (
+        ExecResult,
+        FileEntry,
+        OutputCallback,
+        SandboxStatus,
+        normalize_path,
+    )
+
+__all__ = ["ActivityOptions", "WorkflowSandbox", "from_failure"]
+
+R = TypeVar("R")
+
+
+@dataclass
+class ActivityOptions:
+    """Timeouts and retries of sandbox activities, as the workflow schedules them."""
+
+    start_to_close: timedelta = timedelta(minutes=10)
+    heartbeat: timedelta = timedelta(seconds=10)
+    exec_default_timeout: timedelta = timedelta(hours=1)
+    maximum_attempts: int = 10
+    non_retryable: list[str] = field(default_factory=lambda: list(t.NON_RETRYABLE_ERROR_TYPES))
+    task_queue: str | None = None
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_interval=timedelta(milliseconds=500),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=10),
+            maximum_attempts=self.maximum_attempts,
+            non_retryable_error_types=self.non_retryable,
+        )
+
+
+def from_failure(err: BaseException) -> BaseException:
+    """The sandbank error an activity failure started as (or ``err`` itself)."""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    if not isinstance(cause, ApplicationError) or not cause.type:
+        return err
+    cls = getattr(_errors, cause.type, None) or getattr(t, cause.type, None)
+    if not (isinstance(cls, type) and issubclass(cls, _errors.SandbankError)):
+        return err
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, cause.message)
+    exc.retryable = not cause.non_retryable
+    if isinstance(exc, _errors.ExecTimeout):
+        exc.timeout = 0.0
+        exc.result = _result(cause.details[0]) if cause.details else ExecResult(exit_code=-1)
+    return exc
+
+
+def _result(out: Any) -> ExecResult:
+    if isinstance(out, dict):
+        out = t.ExecOutput(**out)
+    return ExecResult(
+        exit_code=out.exit_code,
+        stdout=t.b64decode(out.stdout_b64),
+        stderr=t.b64decode(out.stderr_b64),
+        duration=out.duration,
+        truncated=out.truncated,
+    )
+
+
+class WorkflowSandbox:
+    """A handle on a sandbox for workflow code; create one with ``create`` or from a ref."""
+
+    def __init__(
+        self,
+        ref: t.SandboxRef,
+        *,
+        capabilities: Sequence[str] = (),
+        options: ActivityOptions | None = None,
+        workdir: str = ".",
+    ) -> None:
+        self.ref = ref
+        self.capabilities = list(capabilities)
+        self.options = options or ActivityOptions()
+        self.workdir = workdir
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<WorkflowSandbox {self.ref.provider}:{self.ref.sandbox_id}>"
+
+    @property
+    def id(self) -> str:
+        return self.ref.sandbox_id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @classmethod
+    async def create(
+        cls,
+        provider: str,
+        manifest_json: str | None = None,
+        *,
+        options: ActivityOptions | None = None,
+    ) -> WorkflowSandbox:
+        """Create a sandbox on the worker's ``provider`` (the manifest as JSON)."""
+        opts = options or ActivityOptions()
+        out: t.CreateOutput = await _call(
+            opts, t.CREATE, t.CreateInput(provider, manifest_json), t.CreateOutput
+        )
+        return cls(out.sandbox, capabilities=out.capabilities, options=opts)
+
+    async def _call(self, name: str, arg: Any, result_type: type[R] | None, **kw: Any) -> R:
+        if self._closed:
+            raise _errors.SandboxClosed(self.id)
+        return await _call(self.options, name, arg, result_type, **kw)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def exec(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        stdin: bytes | str | None = None,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+        exec_id: str | None = None,
+    ) -> ExecResult:
+        """Run a command; a retried activity returns the first run's result, never reruns.
+
+        ``on_output`` receives the whole output once the command ends (workflows cannot
+        stream). Output beyond the inline limit is cut and marks the result ``truncated``.
+        """
+        if isinstance(cmd, str):
+            if not cmd.strip():
+                raise _errors.ConfigurationError("command is empty")
+            argv = ["/bin/sh", "-c", cmd]
+        else:
+            argv = list(cmd)
+            if not argv or not all(isinstance(a, str) for a in argv):
+                raise _errors.ConfigurationError("argv must be a non-empty list of strings")
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        if data is not None and len(data) > t.INLINE_LIMIT:
+            raise t.PayloadTooLarge("stdin", len(data))
+        if timeout is not None and timeout <= 0:
+            raise _errors.ConfigurationError(f"timeout must be positive, got {timeout!r}")
+        limit = timedelta(seconds=timeout) if timeout else self.options.exec_default_timeout
+        inp = t.ExecInput(
+            sandbox=self.ref,
+            exec_id=exec_id or str(workflow.uuid4()),
+            argv=argv,
+            cwd=normalize_path(cwd) if cwd is not None else None,
+            env=env,
+            stdin_b64=t.b64encode(data) if data is not None else None,
+            timeout=timeout,
+        )
+        out: t.ExecOutput = await self._call(
+            t.EXEC, inp, t.ExecOutput, start_to_close=limit + timedelta(minutes=1)
+        )
+        result = _result(out)
+        if on_output is not None:
+            for stream, chunk in (("stdout", result.stdout), ("stderr", result.stderr)):
+                if chunk:
+                    outcome = on_output(stream, chunk)  # type: ignore[arg-type]
+                    if outcome is not None:
+                        await outcome
+        return result
+
+    # -- files ------------------------------------------------------------------------------
+
+    async def read_file(self, path: str) -> bytes:
+        """The file's bytes, up to the inline limit (``PayloadTooLarge`` above it)."""
+        out: t.ReadFileOutput = await self._call(
+            t.READ_FILE, t.ReadFileInput(self.ref, normalize_path(path)), t.ReadFileOutput
+        )
+        return t.b64decode(out.data_b64)
+
+    async def write_file(
+        self, path: str, data: bytes | str | t.BlobRef, mode: int | None = None
+    ) -> None:
+        """Write a file. Data over the inline limit goes through the snapshot store."""
+        rel = normalize_path(path)
+        if isinstance(data, t.BlobRef):
+            blob: t.BlobRef | None = data
+            inline = None
+        else:
+            raw = data.encode() if isinstance(data, str) else bytes(data)
+            if len(raw) > t.INLINE_LIMIT:
+                blob, inline = await self.stage_bytes(raw, rel.rsplit("/", 1)[-1]), None
+            else:
+                blob, inline = None, t.b64encode(raw)
+        await self._call(t.WRITE_FILE, t.WriteFileInput(self.ref, rel, inline, blob, mode), None)
+
+    async def stage_file(self, path: str) -> t.BlobRef:
+        """Put a file of any size into the snapshot store; pass the ref to ``write_file``."""
+        return await self._call(
+            t.STAGE_FILE, t.PathInput(self.ref, normalize_path(path)), t.BlobRef
+        )
+
+    async def stage_bytes(self, data: bytes, name: str = "blob") -> t.BlobRef:
+        """Store bytes the workflow holds, through a local activity (kept out of history)."""
+        result: t.BlobRef = await workflow.execute_local_activity(
+            t.STAGE_BYTES,
+            t.StageBytesInput(t.b64encode(data), name),
+            result_type=t.BlobRef,
+            start_to_close_timeout=self.options.start_to_close,
+            retry_policy=self.options.retry_policy(),
+        )
+        return result
+
+    async def list_tree(self, path: str = ".") -> list[FileEntry]:
+        out: t.ListTreeOutput = await self._call(
+            t.LIST_TREE, t.ListTreeInput(self.ref, normalize_path(path)), t.ListTreeOutput
+        )
+        kinds: dict[str, Literal["file", "dir", "symlink", "other"]] = {
+            "file": "file", "dir": "dir", "symlink": "symlink"
+        }  # fmt: skip
+        return [
+            FileEntry(e.path, kinds.get(e.type, "other"), e.size, e.mode, e.mtime, e.link_target)
+            for e in out.entries
+        ]
+
+    async def remove(self, path: str) -> None:
+        await self._call(t.REMOVE, t.PathInput(self.ref, normalize_path(path)), None)
+
+    async def mkdir(self, path: str) -> None:
+        rel = normalize_path(path)
+        if rel != ".":
+            await self._call(t.MKDIR, t.PathInput(self.ref, rel), None)
+
+    # -- lifecycle and snapshots ------------------------------------------------------------
+
+    async def status(self) -> SandboxStatus | Literal["missing"]:
+        out: t.StatusOutput = await self._call(t.STATUS, self.ref, t.StatusOutput)
+        return "missing" if out.status == "missing" else SandboxStatus(out.status)
+
+    async def pause(self) -> None:
+        await self._call(t.PAUSE, self.ref, None)
+
+    async def resume(self) -> None:
+        await self._call(t.RESUME, self.ref, None)
+
+    async def snapshot(
+        self, parent: str | None = None, tags: Sequence[str] = ()
+    ) -> t.SnapshotOutput:
+        return await self._call(
+            t.SNAPSHOT, t.SnapshotInput(self.ref, parent, list(tags)), t.SnapshotOutput,
+            start_to_close=timedelta(hours=2),
+        )  # fmt: skip
+
+    async def restore(self, snapshot_id: str, *, replace: bool = True) -> t.RestoreOutput:
+        return await self._call(
+            t.RESTORE, t.RestoreInput(self.ref, snapshot_id, replace), t.RestoreOutput,
+            start_to_close=timedelta(hours=2),
+        )  # fmt: skip
+
+    async def digest(self) -> t.DigestOutput:
+        return await self._call(t.DIGEST, self.ref, t.DigestOutput)
+
+    async def aclose(self) -> None:
+        """Forget this handle (the sandbox keeps running)."""
+        self._closed = True
+
+    async def destroy(self) -> None:
+        """Delete the sandbox; idempotent."""
+        if not self._closed:
+            await _call(self.options, t.DESTROY, self.ref, None)
+            self._closed = True
+
+    async def __aenter__(self) -> WorkflowSandbox:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+async def _call(
+    opts: ActivityOptions,
+    name: str,
+    arg: Any,
+    result_type: type[R] | None,
+    *,
+    start_to_close: timedelta | None = None,
+) -> R:
+    try:
+        result: R = await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            task_queue=opts.task_queue,
+            start_to_close_timeout=start_to_close or opts.start_to_close,
+            heartbeat_timeout=opts.heartbeat,
+            retry_policy=opts.retry_policy(),
+        )
+    except ActivityError as err:
+        mapped = from_failure(err)
+        if mapped is err:
+            raise
+        raise mapped from err
+    return result

@@ -1,0 +1,91 @@
+"""Sandbox activities and the workflow-side sandbox against a real server and provider."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio.client import Client
+
+from sandbank.durable.activities import SandboxActivities
+from sandbank.durable.worker import build_worker
+from tests.durable.workflows import ScriptInput, ScriptOutput, ScriptWorkflow
+
+
+async def run_script(client: Client, task_queue: str, acts: SandboxActivities, inp: ScriptInput):
+    async with build_worker(client, acts, task_queue=task_queue, workflows=[ScriptWorkflow]):
+        return await client.execute_workflow(
+            ScriptWorkflow.run,
+            inp,
+            id=f"script-{uuid.uuid4().hex[:8]}",
+            task_queue=task_queue,
+            result_type=ScriptOutput,
+        )
+
+
+async def test_exec_and_files_through_workflow_sandbox(client, task_queue, local_provider):
+    acts = SandboxActivities({"local": local_provider})
+    out = await run_script(
+        client,
+        task_queue,
+        acts,
+        ScriptInput(
+            "local",
+            commands=["echo hello; echo err >&2", "cat notes/a.txt", "exit 3"],
+            files={"notes/a.txt": "alpha\n"},
+        ),
+    )
+    assert out.error is None, out.error
+    assert out.outputs[:2] == ["hello\n", "alpha\n"]
+    assert out.exit_codes == [0, 0, 3]
+    assert out.files == {"notes/a.txt": "alpha\n"}
+    assert "notes/a.txt" in out.tree and not any(p.startswith(".sandbank") for p in out.tree)
+    assert await local_provider.list() == []
+
+
+async def test_bad_request_fails_at_once(client, task_queue, local_provider):
+    acts = SandboxActivities({"local": local_provider})
+    out = await run_script(client, task_queue, acts, ScriptInput("local", files={"../escape": "x"}))
+    assert out.error_type == "WorkspacePathError"
+
+
+async def test_missing_file_maps_to_path_not_found(client, task_queue, local_provider):
+    acts = SandboxActivities({"local": local_provider})
+    # A command that reads a missing file is a non-zero exit, not an error...
+    out = await run_script(client, task_queue, acts, ScriptInput("local", commands=["cat nope"]))
+    assert out.exit_codes == [1]
+    # ...while reading it through the sandbox is a PathNotFound, not retried.
+    out = await run_script(
+        client, task_queue, acts, ScriptInput("local", commands=["rm a"], files={"a": "x"})
+    )
+    assert out.error_type == "PathNotFound", out
+
+
+async def test_same_exec_id_runs_once(client, task_queue, local_provider):
+    acts = SandboxActivities({"local": local_provider})
+    out = await run_script(
+        client,
+        task_queue,
+        acts,
+        ScriptInput(
+            "local",
+            commands=["echo run >> count.txt; cat count.txt"] * 3,
+            exec_id="fixed-id-1",
+        ),
+    )
+    assert out.outputs == ["run\n"] * 3
+
+
+async def test_50mb_file_keeps_history_small(client, task_queue, local_provider, store):
+    acts = SandboxActivities({"local": local_provider}, store)
+    inp = ScriptInput("local", commands=["cmp big.bin copy/big.bin && wc -c < big.bin"],
+                      big_file_mb=50)  # fmt: skip
+    wf_id = f"big-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, acts, task_queue=task_queue, workflows=[ScriptWorkflow]):
+        out = await client.execute_workflow(
+            ScriptWorkflow.run, inp, id=wf_id, task_queue=task_queue, result_type=ScriptOutput
+        )
+    assert out.error is None, out.error
+    assert out.exit_codes == [0] and out.outputs == [f"{50 * 1024 * 1024}\n"]
+    history = await client.get_workflow_handle(wf_id).fetch_history()
+    size = len(history.to_json().encode())
+    assert size < 1024 * 1024, f"history is {size} bytes"
