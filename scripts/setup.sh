@@ -58,4 +58,9 @@ if ! docker image inspect sandbank-busybox:latest >/dev/null 2>&1; then
   tar -C "$bb" -c . | docker import - sandbank-busybox:latest >/dev/null
   rm -rf "$bb"
 fi
+AZURITE_DIR=${SANDBANK_AZURITE_DIR:-$HOME/.cache/sandbank/azurite}
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+  log "npm install azurite (Azure Blob emulator) into $AZURITE_DIR"
+  npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --silent azurite@3 >/dev/null
+fi
 log "ready: DOCKER_HOST=$DOCKER_HOST, image $IMAGE"

@@ -11,6 +11,10 @@ import shutil
 
 import pytest
 
+# Real service fixtures (S3, GCS, Azure Blob, Temporal). Imported first: gcsfs reads its
+# settings at import time.
+from sandbank.testing.fixtures import *  # noqa: F403
+
 TEST_IMAGE = os.environ.get("SANDBANK_TEST_IMAGE", "sandbank-test:bookworm")
 REQUIRE_SERVICES = (
     os.environ.get("CI") == "true" or os.environ.get("SANDBANK_REQUIRE_SERVICES") == "1"
