@@ -1,0 +1,357 @@
+"""Writing a snapshot out: straight to a host directory (safely), or as a tar stream."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sandbank.snapshots._format import SMALL_FILE, Node
+from sandbank.snapshots._repo import Repo, zero_id
+from sandbank.snapshots.errors import CorruptObject, MissingObject, TargetNotEmpty
+
+log = logging.getLogger("sandbank.snapshots")
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class Counts:
+    files: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    bytes: int = 0
+    removed: int = 0
+
+
+class BlobSource:
+    """Plaintext chunks for a restore; remote packs are spooled to a host temp dir first."""
+
+    def __init__(self, repo: Repo, needed: set[bytes], workers: int = 8) -> None:
+        self.repo = repo
+        self._spool: Any = None
+        self._paths: dict[str, str] = {}
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+        if repo.backend.local:
+            return
+        by_pack: dict[str, list[tuple[int, int]]] = {}
+        for blob_id in needed:
+            loc = repo.loc(blob_id)
+            by_pack.setdefault(loc.pack, []).append((loc.offset, loc.offset + loc.length))
+        from sandbank.snapshots._repo import spool_dir
+
+        self._spool = spool_dir()
+
+        def fetch(pack: str, ranges: list[tuple[int, int]]) -> None:
+            path = os.path.join(self._spool.name, pack)
+            ranges.sort()
+            merged: list[list[int]] = []
+            for start, end in ranges:
+                if merged and start - merged[-1][1] < 1024 * 1024:
+                    merged[-1][1] = max(merged[-1][1], end)
+                else:
+                    merged.append([start, end])
+            with open(path, "wb") as fh:
+                for start, end in merged:
+                    data = repo.backend.get_range(f"packs/{pack}", start, end)
+                    fh.seek(start)
+                    fh.write(data)
+            self._paths[pack] = path
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="sandbank-download") as pool:
+            for f in [pool.submit(fetch, p, r) for p, r in by_pack.items()]:
+                f.result()
+
+    def get(self, blob_id: bytes) -> bytes:
+        if self._spool is None:
+            return self.repo.read_blob(blob_id)
+        loc = self.repo.loc(blob_id)
+        with self._lock:
+            fd = self._fds.get(loc.pack)
+            if fd is None:
+                fd = self._fds[loc.pack] = os.open(
+                    self._paths[loc.pack], os.O_RDONLY | os.O_CLOEXEC
+                )
+        data = os.pread(fd, loc.length, loc.offset)
+        if len(data) != loc.length:
+            raise CorruptObject(f"packs/{loc.pack}", f"is truncated at offset {loc.offset}")
+        return self.repo.codec.decode_blob(
+            blob_id, data, loc.flags, loc.raw_length, f"packs/{loc.pack}"
+        )
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._spool is not None:
+            self._spool.cleanup()
+
+
+def needed_blobs(entries: list[tuple[bytes, Node]]) -> set[bytes]:
+    out: set[bytes] = set()
+    for _, node in entries:
+        if node.chunks:
+            out.update(node.chunks)
+    return out
+
+
+def check_available(repo: Repo, needed: set[bytes]) -> None:
+    for blob_id in needed:
+        if blob_id not in repo.index.blobs:
+            raise MissingObject(
+                f"blob {blob_id.hex()}", "no pack index lists it (its pack was deleted or lost)"
+            )
+
+
+def _open_dir(root_fd: int, parts: list[bytes]) -> int:
+    """Open a directory below root without following any symlink on the way."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _remove(name: bytes, dir_fd: int) -> None:
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(os.fsdecode(name), dir_fd=dir_fd)
+    else:
+        os.unlink(name, dir_fd=dir_fd)
+
+
+def restore_host(
+    repo: Repo,
+    root_tree: bytes,
+    target: str,
+    replace: bool,
+    report: Callable[[int], None] | None,
+    workers: int,
+) -> Counts:
+    """Write a snapshot into a host directory. Never follows a symlink inside the target."""
+    counts = Counts()
+    os.makedirs(target, exist_ok=True)
+    root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if os.listdir(root_fd) and not replace:
+            raise TargetNotEmpty(repr(target))
+        entries = repo.walk(root_tree)
+        needed = needed_blobs(entries)
+        check_available(repo, needed)
+        trees = repo.load_trees([root_tree])
+        source = BlobSource(repo, needed)
+        try:
+            _restore_into(repo, trees, root_tree, root_fd, replace, source, report, workers, counts)
+        finally:
+            source.close()
+    finally:
+        os.close(root_fd)
+    return counts
+
+
+def _restore_into(
+    repo: Repo,
+    trees: dict[bytes, list[Node]],
+    root_tree: bytes,
+    root_fd: int,
+    replace: bool,
+    source: BlobSource,
+    report: Callable[[int], None] | None,
+    workers: int,
+    counts: Counts,
+) -> None:
+    # Phase 1: directories (top-down), removals, symlinks; collect file jobs per directory.
+    dirs: list[tuple[list[bytes], Node | None, bytes]] = [([], None, root_tree)]
+    jobs: list[tuple[list[bytes], list[Node]]] = []
+    i = 0
+    while i < len(dirs):
+        parts, _, tid = dirs[i]
+        i += 1
+        nodes = trees[tid]
+        fd = _open_dir(root_fd, parts)
+        try:
+            wanted = {n.name: n for n in nodes}
+            existing = [os.fsencode(n) for n in os.listdir(fd)]
+            for name in existing:
+                node = wanted.get(name)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                keep = node is not None and node.type == "dir" and stat.S_ISDIR(st.st_mode)
+                if not keep:
+                    _remove(name, fd)
+                    if node is None:
+                        counts.removed += 1
+            files = []
+            for node in nodes:
+                if node.type == "dir":
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(node.name, 0o700, dir_fd=fd)
+                    dirs.append(([*parts, node.name], node, node.tree or b""))
+                    counts.dirs += 1
+                elif node.type == "symlink":
+                    os.symlink(node.target or b"", node.name, dir_fd=fd)
+                    os.utime(
+                        node.name,
+                        ns=(node.mtime_ns, node.mtime_ns),
+                        dir_fd=fd,
+                        follow_symlinks=False,
+                    )
+                    counts.symlinks += 1
+                else:
+                    files.append(node)
+            if files:
+                jobs.append((parts, files))
+        finally:
+            os.close(fd)
+
+    # Phase 2: file contents, spread over threads (big files are jobs of their own).
+    split: list[tuple[list[bytes], list[Node]]] = []
+    for parts, files in jobs:
+        small = [f for f in files if f.size <= SMALL_FILE]
+        split.extend((parts, [f]) for f in files if f.size > SMALL_FILE)
+        for k in range(0, len(small), 128):
+            split.append((parts, small[k : k + 128]))
+    split.sort(key=lambda j: -sum(f.size for f in j[1]))
+    lock = threading.Lock()
+
+    def write_files(parts: list[bytes], files: list[Node]) -> None:
+        fd = _open_dir(root_fd, parts)
+        try:
+            for node in files:
+                _write_file(fd, node, source, repo)
+                with lock:
+                    counts.files += 1
+                    counts.bytes += node.size
+                if report:
+                    report(node.size)
+        finally:
+            os.close(fd)
+
+    if workers > 1 and len(split) > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="sandbank-restore") as pool:
+            for f in [pool.submit(write_files, p, fl) for p, fl in split]:
+                f.result()
+    else:
+        for p, fl in split:
+            write_files(p, fl)
+
+    # Phase 3: directory modes and mtimes, deepest first (writing files changed them).
+    for parts, node, _ in reversed(dirs):
+        if node is None:
+            continue
+        fd = _open_dir(root_fd, parts)
+        try:
+            os.fchmod(fd, node.mode)
+            os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+        finally:
+            os.close(fd)
+
+
+def _write_file(dir_fd: int, node: Node, source: BlobSource, repo: Repo) -> None:
+    fd = os.open(node.name, _FILE_FLAGS, 0o600, dir_fd=dir_fd)
+    try:
+        chunks = node.chunks or []
+        if len(chunks) == 1:
+            data = source.get(chunks[0])
+            if data:
+                os.write(fd, data) if len(data) < 65536 else _write_all(fd, data, 0)
+        else:
+            offset = 0
+            for blob_id in chunks:
+                raw = repo.loc(blob_id).raw_length
+                if blob_id != zero_id(repo.codec, raw):
+                    _write_all(fd, source.get(blob_id), offset)
+                offset += raw
+            os.ftruncate(fd, offset)  # trailing zero chunks become a hole
+        os.fchmod(fd, node.mode)
+        os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+# -- tar ------------------------------------------------------------------------------------
+
+
+class _ChunkReader:
+    """A readable file over a file node's chunks, for tarfile.addfile."""
+
+    def __init__(self, node: Node, source: BlobSource, report: Callable[[int], None] | None):
+        self._chunks = list(node.chunks or [])
+        self._source = source
+        self._buf = memoryview(b"")
+        self._report = report
+
+    def read(self, n: int = -1) -> bytes:
+        parts: list[bytes] = []
+        want = n if n >= 0 else 1 << 62
+        while want > 0:
+            if not self._buf:
+                if not self._chunks:
+                    break
+                data = self._source.get(self._chunks.pop(0))
+                if self._report:
+                    self._report(len(data))
+                self._buf = memoryview(data)
+            part, self._buf = self._buf[:want], self._buf[want:]
+            parts.append(bytes(part))
+            want -= len(part)
+        return b"".join(parts)
+
+
+def write_tar(
+    fileobj: Any, repo: Repo, root_tree: bytes, report: Callable[[int], None] | None
+) -> Counts:
+    """Write a snapshot as a PAX tar (members relative to the root, parents first)."""
+    counts = Counts()
+    entries = repo.walk(root_tree)
+    needed = needed_blobs(entries)
+    check_available(repo, needed)
+    source = BlobSource(repo, needed)
+    try:
+        with tarfile.open(
+            fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT, errors="surrogateescape"
+        ) as tf:
+            tf.copybufsize = 1024 * 1024  # type: ignore[attr-defined]
+            for path, node in entries:
+                info = tarfile.TarInfo(os.fsdecode(path))
+                info.mode = node.mode
+                info.mtime = node.mtime_ns / 1e9
+                if node.type == "dir":
+                    info.type = tarfile.DIRTYPE
+                    tf.addfile(info)
+                    counts.dirs += 1
+                elif node.type == "symlink":
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = os.fsdecode(node.target or b"")
+                    tf.addfile(info)
+                    counts.symlinks += 1
+                else:
+                    info.size = node.size
+                    tf.addfile(info, _ChunkReader(node, source, report))
+                    counts.files += 1
+                    counts.bytes += node.size
+    finally:
+        source.close()
+    return counts

@@ -1,0 +1,88 @@
+"""Snapshot and restore through real providers: local (bubblewrap) and docker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sandbank.snapshots import SnapshotStore
+
+from .conftest import assert_same_tree, make_workspace, make_writable, tree_state
+
+
+async def _state_of(box, tmp_path: Path, store: SnapshotStore, name: str):  # type: ignore[no-untyped-def]
+    """Snapshot a sandbox and restore it on the host, to compare it as a tree."""
+    rec = await store.snapshot(box)
+    out = tmp_path / name
+    await store.restore(rec.id, out)
+    return rec, out
+
+
+async def test_local_provider_round_trip(
+    file_store: SnapshotStore, tmp_path: Path, bwrap: str
+) -> None:
+    from sandbank.providers.local import LocalProvider
+
+    ws = make_workspace(tmp_path / "ws")
+    base = await file_store.snapshot(ws)
+    provider = LocalProvider(state_dir=tmp_path / "state", bwrap=bwrap)
+    async with provider.sandbox() as box:
+        assert box.host_path is not None
+        await file_store.restore(base.id, box)
+        assert tree_state(box.host_path) == tree_state(ws)
+        result = await box.exec(["/bin/sh", "-c", "./src/run.sh && cat src/current"])
+        assert result.ok and "run" in result.text
+        await box.write_file("made-inside.txt", "inside\n")
+        rec = await file_store.snapshot(box, parent=base.id)
+        assert rec.source["provider"] == "local" and rec.stats.read_bytes == len("inside\n")
+        out = tmp_path / "out"
+        await file_store.restore(rec.id, out)
+        assert tree_state(out) == tree_state(box.host_path)
+    make_writable(tmp_path)
+
+
+@pytest.mark.docker
+async def test_docker_round_trip_and_cross_provider(
+    file_store: SnapshotStore, tmp_path: Path, docker_image: str, bwrap: str
+) -> None:
+    import uuid
+
+    from sandbank.providers.docker import DockerProvider
+    from sandbank.providers.local import LocalProvider
+
+    ws = make_workspace(tmp_path / "ws")
+    base = await file_store.snapshot(ws)
+    docker = DockerProvider(image=docker_image, labels={"sandbank-test.run": uuid.uuid4().hex})
+    local = LocalProvider(state_dir=tmp_path / "state", bwrap=bwrap)
+    try:
+        async with docker.sandbox() as box:
+            await file_store.restore(base.id, box)  # generic path: import_tar
+            run = await box.exec(["/bin/sh", "-c", "./src/run.sh"])
+            assert run.ok and run.text.strip() == "run"
+            await box.exec(["/bin/sh", "-c", "echo from-docker > made.txt"])
+            moved = await file_store.snapshot(box, parent=base.id)  # generic path: export_tar
+            assert moved.stats.read_bytes == len("from-docker\n")
+            out = tmp_path / "from-docker"
+            await file_store.restore(moved.id, out)
+            want = tree_state(ws, dir_mtimes=False, link_mtimes=False)
+            got = tree_state(out, dir_mtimes=False, link_mtimes=False)
+            del got[b"made.txt"]
+            assert_same_tree(got, want)
+            # docker -> local, and local -> docker
+            async with local.sandbox() as lbox:
+                await file_store.restore(moved.id, lbox)
+                assert (Path(lbox.host_path) / "made.txt").read_text() == "from-docker\n"
+                await lbox.write_file("made-local.txt", "from-local\n")
+                back = await file_store.snapshot(lbox, parent=moved.id)
+            await file_store.restore(back.id, box, if_not_empty="replace")
+            script = "cat made-local.txt made.txt; stat -c %a src/run.sh"
+            check = await box.exec(["/bin/sh", "-c", script])
+            assert check.text.split() == ["from-local", "from-docker", "755"]
+            assert (
+                await box.read_file(os.fsdecode(b"dir-\xfe/caf\xe9-\xff.txt"))
+            ) == b"latin-1 name"
+    finally:
+        await docker.aclose()
+        make_writable(tmp_path)
