@@ -71,3 +71,7 @@ def test_merged_validates_again() -> None:
     assert manifest.network is True
     with pytest.raises(ManifestError):
         manifest.merged(workdir="../x")
+
+
+def test_image_none_means_the_provider_default() -> None:
+    assert Manifest.parse({"image": None}).image.for_provider("docker", "dflt") == "dflt"

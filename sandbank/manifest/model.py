@@ -81,6 +81,8 @@ class Manifest(_Model):
     @field_validator("image", mode="before")
     @classmethod
     def _image(cls, value: Any) -> Any:
+        if value is None:
+            return {}
         return {"name": value} if isinstance(value, str) else value
 
     @field_validator("env")
