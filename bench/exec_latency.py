@@ -25,7 +25,8 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,25 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(rounds: int, work: Callable[[], Awaitable[Any]]) -> dict[str, float]:
-    await work()  # warm-up
-    samples = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        await work()
-        samples.append(time.perf_counter() - start)
-    return {"p50": statistics.median(samples), "p95": percentile(samples, 0.95)}
+Work = Callable[[], Awaitable[Any]]
 
 
-async def bench_sandbank(name: str, options: dict[str, Any], rounds: int) -> dict[str, Any]:
+async def measure_pair(rounds: int, ours: Work, raw: Work) -> tuple[dict[str, float], ...]:
+    """Alternate the two, so the machine's noise lands on both alike."""
+    samples: tuple[list[float], list[float]] = ([], [])
+    await ours()
+    await raw()  # warm-up
+    for i in range(rounds):
+        order = ((0, ours), (1, raw)) if i % 2 == 0 else ((1, raw), (0, ours))
+        for slot, work in order:
+            start = time.perf_counter()
+            await work()
+            samples[slot].append(time.perf_counter() - start)
+    return tuple({"p50": statistics.median(s), "p95": percentile(s, 0.95)} for s in samples)
+
+
+@asynccontextmanager
+async def sandbank_ops(name: str, options: dict[str, Any]) -> AsyncIterator[dict[str, Work]]:
     provider = get_provider(name, **options)
     manifest = Manifest()
 
@@ -58,36 +67,34 @@ async def bench_sandbank(name: str, options: dict[str, Any], rounds: int) -> dic
         box = await provider.create(manifest)
         await box.destroy()
 
-    figures: dict[str, Any] = {"create_destroy": await measure(rounds, create_destroy)}
     box = await provider.create(manifest)
+
+    async def transfer() -> None:
+        await box.write_file("blob.bin", TEN_MIB)
+        assert len(await box.read_file("blob.bin")) == len(TEN_MIB)
+
     try:
-        figures["exec"] = await measure(rounds * 2, lambda: box.exec(["true"]))
-
-        async def transfer() -> None:
-            await box.write_file("blob.bin", TEN_MIB)
-            assert len(await box.read_file("blob.bin")) == len(TEN_MIB)
-
-        figures["file_transfer"] = await measure(rounds, transfer)
+        yield {
+            "create_destroy": create_destroy,
+            "exec": lambda: box.exec(["true"]),
+            "file_transfer": transfer,
+        }
     finally:
         await box.destroy()
         await provider.aclose()
-    return figures
 
 
-async def bench_raw_docker(image: str, rounds: int) -> dict[str, Any]:
+@asynccontextmanager
+async def raw_docker_ops(image: str) -> AsyncIterator[dict[str, Work]]:
     import docker
 
     client = docker.from_env()
+    run = {"command": ["sleep", "infinity"], "detach": True, "network_mode": "none"}
 
     def create_destroy() -> None:
-        container = client.containers.run(
-            image, ["sleep", "infinity"], detach=True, network_mode="none", working_dir="/workspace"
-        )
-        container.remove(force=True)
+        client.containers.run(image, working_dir="/workspace", **run).remove(force=True)
 
-    container = client.containers.run(
-        image, ["sleep", "infinity"], detach=True, network_mode="none", working_dir="/workspace"
-    )
+    container = client.containers.run(image, working_dir="/workspace", **run)
 
     def transfer() -> None:
         buffer = io.BytesIO()
@@ -102,19 +109,18 @@ async def bench_raw_docker(image: str, rounds: int) -> dict[str, Any]:
             assert member is not None and len(member.read()) == len(TEN_MIB)
 
     try:
-        return {
-            "create_destroy": await measure(rounds, lambda: asyncio.to_thread(create_destroy)),
-            "exec": await measure(
-                rounds * 2, lambda: asyncio.to_thread(container.exec_run, ["true"])
-            ),
-            "file_transfer": await measure(rounds, lambda: asyncio.to_thread(transfer)),
+        yield {
+            "create_destroy": lambda: asyncio.to_thread(create_destroy),
+            "exec": lambda: asyncio.to_thread(container.exec_run, ["true"]),
+            "file_transfer": lambda: asyncio.to_thread(transfer),
         }
     finally:
         container.remove(force=True)
         client.close()
 
 
-async def bench_raw_local(rounds: int) -> dict[str, Any]:
+@asynccontextmanager
+async def raw_local_ops() -> AsyncIterator[dict[str, Work]]:
     from sandbank.providers.local import bwrap_argv
 
     root = Path(tempfile.mkdtemp(prefix="sandbank-bench-"))
@@ -139,10 +145,10 @@ async def bench_raw_local(rounds: int) -> dict[str, Any]:
         assert len((workspace / "blob.bin").read_bytes()) == len(TEN_MIB)
 
     try:
-        return {
-            "create_destroy": await measure(rounds, create_destroy),
-            "exec": await measure(rounds * 2, run_true),
-            "file_transfer": await measure(rounds, lambda: asyncio.to_thread(transfer)),
+        yield {
+            "create_destroy": create_destroy,
+            "exec": run_true,
+            "file_transfer": lambda: asyncio.to_thread(transfer),
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -163,14 +169,16 @@ async def main() -> None:
     report: dict[str, Any] = {"rounds": args.rounds, "providers": {}, "targets": {}}
     names = ["local", "docker"] if args.provider == "all" else [args.provider]
     for name in names:
-        if name == "docker":
-            raw = await bench_raw_docker(args.image, args.rounds)
-            ours = await bench_sandbank("docker", {"image": args.image}, args.rounds)
-        else:
-            state = tempfile.mkdtemp(prefix="sandbank-bench-state-")
-            raw = await bench_raw_local(args.rounds)
-            ours = await bench_sandbank("local", {"state_dir": state}, args.rounds)
-            shutil.rmtree(state, ignore_errors=True)
+        state = tempfile.mkdtemp(prefix="sandbank-bench-state-")
+        options = {"image": args.image} if name == "docker" else {"state_dir": state}
+        raw_side = raw_docker_ops(args.image) if name == "docker" else raw_local_ops()
+        ours: dict[str, Any] = {}
+        raw: dict[str, Any] = {}
+        async with sandbank_ops(name, options) as our_ops, raw_side as raw_ops:
+            for op in TARGETS:
+                rounds = args.rounds * 2 if op == "exec" else args.rounds
+                ours[op], raw[op] = await measure_pair(rounds, our_ops[op], raw_ops[op])
+        shutil.rmtree(state, ignore_errors=True)
         report["providers"][name] = {"sandbank": ours, "raw": raw}
         print(f"\n{name}: sandbank vs raw (ms, p50 / p95)")
         for op, limit in TARGETS.items():
