@@ -24,12 +24,15 @@ from sandbank.providers.registry import ProviderSpec, get_provider, list_provide
 T = TypeVar("T")
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
+"""Errors print here as one line at any terminal width."""
 
 _LAZY_COMMANDS = {
     "conformance": ("sandbank.conformance.cli", "conformance_command"),
+    "demo": ("sandbank.durable.demo", "demo_command"),
     "dev": ("sandbank.durable.cli", "dev_command"),
     "session": ("sandbank.durable.cli", "session_group"),
+    "snapshot": ("sandbank.snapshots.cli", "snapshot_group"),
     "worker": ("sandbank.durable.cli", "worker_command"),
 }
 

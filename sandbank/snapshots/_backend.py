@@ -15,9 +15,15 @@ from typing import Any, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.implementations.memory import MemoryFileSystem
 
 from sandbank.errors import SnapshotError
-from sandbank.snapshots.errors import MissingObject, StoreNotFound, StoreUnavailable
+from sandbank.snapshots.errors import (
+    CorruptObject,
+    MissingObject,
+    StoreNotFound,
+    StoreUnavailable,
+)
 
 log = logging.getLogger("sandbank.snapshots")
 T = TypeVar("T")
@@ -28,13 +34,22 @@ class Backend:
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
+        options = dict(storage_options or {})
+        if url.split("://", 1)[0] in ("s3", "s3a"):
+            # botocore's legacy retries back off for up to ~15 s on a dead endpoint: fail
+            # within a few seconds instead (the caller may override both).
+            config = dict(options.get("config_kwargs") or {})
+            config.setdefault("connect_timeout", 5)
+            config.setdefault("retries", {"max_attempts": 3, "mode": "standard"})
+            options["config_kwargs"] = config
         try:
-            fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
+            fs, root = fsspec.core.url_to_fs(url, **options)
         except (ImportError, ValueError) as exc:
             raise StoreUnavailable(url, f"cannot open this URL with fsspec ({exc})") from None
         self.fs = fs
         self.root = root.rstrip("/") if root not in ("/", "") else root
         self.local = isinstance(fs, LocalFileSystem)
+        self.object_store = not self.local and not isinstance(fs, MemoryFileSystem)
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}" if self.root else name
@@ -72,9 +87,22 @@ class Backend:
     def root_entries(self) -> list[str]:
         return self.list("")
 
+    def check_bucket(self) -> None:
+        """On an object store, StoreNotFound unless the bucket (container) exists."""
+        if not self.object_store or not self.root:
+            return
+        bucket = self.root.split("/", 1)[0]
+        if not self._call(f"checking bucket {bucket}", lambda: bool(self.fs.exists(bucket))):
+            raise StoreNotFound(
+                self.url,
+                f"the bucket or container {bucket!r} does not exist",
+                "check the URL, or create the bucket first (sandbank never creates buckets)",
+            )
+
     def makedirs(self) -> None:
         def run() -> None:
-            if self.root:
+            # Object stores have no directories, and s3fs's makedirs would create a bucket.
+            if self.root and not self.object_store:
                 self.fs.makedirs(self.root, exist_ok=True)
 
         self._call("creating the store location", run)
@@ -118,9 +146,19 @@ class Backend:
         return out
 
     def get_range(self, name: str, start: int, end: int) -> bytes:
-        data = self._call(
-            f"reading {name}", lambda: bytes(self.fs.cat_file(self.path(name), start, end)), name
-        )
+        """Bytes ``start`` up to ``end`` (exclusive) of an object."""
+        if end <= start:
+            return b""  # fsspec reads an empty range (end=0) as "to the end"
+
+        def run() -> bytes:
+            # By keyword: s3fs's cat_file takes version_id as its second positional argument.
+            return bytes(self.fs.cat_file(self.path(name), start=start, end=end))
+
+        data = self._call(f"reading {name}", run, name)
+        if len(data) != end - start:
+            raise CorruptObject(
+                name, f"a read of bytes {start}-{end} returned {len(data)} bytes (truncated?)"
+            )
         return data
 
     def size(self, name: str) -> int:
@@ -131,6 +169,7 @@ class Backend:
         base = self.path(prefix) if prefix else self.root
 
         def run() -> list[str]:
+            self._forget_listing(base)
             try:
                 items = self.fs.ls(base, detail=False, refresh=True)
             except FileNotFoundError:
@@ -146,6 +185,7 @@ class Backend:
         base = self.path(prefix)
 
         def run() -> dict[str, int]:
+            self._forget_listing(base)
             try:
                 items = self.fs.ls(base, detail=True)
             except FileNotFoundError:
@@ -164,6 +204,11 @@ class Backend:
                 self.fs.rm_file(self.path(name))
 
         self._call(f"deleting {name}", run, name)
+
+    def _forget_listing(self, path: str) -> None:
+        """Drop fsspec's cached listing: other writers add objects (adlfs ignores refresh=)."""
+        with contextlib.suppress(Exception):
+            self.fs.invalidate_cache(path)
 
     def invalidate(self) -> None:
         with contextlib.suppress(Exception):

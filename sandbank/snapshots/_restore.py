@@ -9,11 +9,12 @@ import shutil
 import stat
 import tarfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from sandbank.providers.base import FileEntry
 from sandbank.snapshots._format import SMALL_FILE, Node
 from sandbank.snapshots._repo import Repo, zero_id
 from sandbank.snapshots.errors import CorruptObject, MissingObject, TargetNotEmpty
@@ -24,6 +25,10 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+MTIME_TOLERANCE_NS = 1000
+"""mtimes equal within this are equal (a sandbox lists them as floats)."""
+
+
 @dataclass
 class Counts:
     files: int = 0
@@ -31,6 +36,9 @@ class Counts:
     symlinks: int = 0
     bytes: int = 0
     removed: int = 0
+    files_written: int = 0
+    bytes_written: int = 0
+    unchanged: int = 0
 
 
 class BlobSource:
@@ -151,17 +159,37 @@ def restore_host(
         if os.listdir(root_fd) and not replace:
             raise TargetNotEmpty(repr(target))
         entries = repo.walk(root_tree)
-        needed = needed_blobs(entries)
-        check_available(repo, needed)
+        check_available(repo, needed_blobs(entries))
         trees = repo.load_trees([root_tree])
-        source = BlobSource(repo, needed)
-        try:
-            _restore_into(repo, trees, root_tree, root_fd, replace, source, report, workers, counts)
-        finally:
-            source.close()
+        _restore_into(repo, trees, root_tree, root_fd, source_for, report, workers, counts)
     finally:
         os.close(root_fd)
     return counts
+
+
+def source_for(repo: Repo, files: list[Node]) -> BlobSource:
+    needed: set[bytes] = set()
+    for node in files:
+        needed.update(node.chunks or ())
+    return BlobSource(repo, needed)
+
+
+def _same(st: os.stat_result, node: Node, dir_fd: int) -> bool:
+    """Whether an existing entry already is ``node`` (type, size, mode, mtime, link target)."""
+    if abs(st.st_mtime_ns - node.mtime_ns) > MTIME_TOLERANCE_NS:
+        return False
+    if node.type == "file":
+        return (
+            stat.S_ISREG(st.st_mode)
+            and st.st_size == node.size
+            and stat.S_IMODE(st.st_mode) == node.mode
+        )
+    if node.type == "symlink" and stat.S_ISLNK(st.st_mode):
+        try:
+            return os.readlink(node.name, dir_fd=dir_fd) == (node.target or b"")
+        except OSError:
+            return False
+    return False
 
 
 def _restore_into(
@@ -169,12 +197,17 @@ def _restore_into(
     trees: dict[bytes, list[Node]],
     root_tree: bytes,
     root_fd: int,
-    replace: bool,
-    source: BlobSource,
+    make_source: Callable[[Repo, list[Node]], BlobSource],
     report: Callable[[int], None] | None,
     workers: int,
     counts: Counts,
 ) -> None:
+    """Make the directory under ``root_fd`` exactly the snapshot, writing only what differs.
+
+    An existing file or symlink whose type, size, mode, mtime (and link target) match the
+    snapshot is left alone; everything else that differs is removed and written anew, and
+    entries the snapshot lacks are removed. Only the chunks of written files are fetched.
+    """
     # Phase 1: directories (top-down), removals, symlinks; collect file jobs per directory.
     dirs: list[tuple[list[bytes], Node | None, bytes]] = [([], None, root_tree)]
     jobs: list[tuple[list[bytes], list[Node]]] = []
@@ -187,17 +220,29 @@ def _restore_into(
         try:
             wanted = {n.name: n for n in nodes}
             existing = [os.fsencode(n) for n in os.listdir(fd)]
+            same: set[bytes] = set()
             for name in existing:
                 node = wanted.get(name)
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                keep = node is not None and node.type == "dir" and stat.S_ISDIR(st.st_mode)
-                if not keep:
-                    _remove(name, fd)
-                    if node is None:
-                        counts.removed += 1
+                if node is not None:
+                    if node.type == "dir" and stat.S_ISDIR(st.st_mode):
+                        continue
+                    if node.type != "dir" and _same(st, node, fd):
+                        same.add(name)
+                        continue
+                _remove(name, fd)
+                if node is None:
+                    counts.removed += 1
             files = []
             for node in nodes:
-                if node.type == "dir":
+                if node.name in same:
+                    counts.unchanged += 1
+                    if node.type == "file":
+                        counts.files += 1
+                        counts.bytes += node.size
+                    else:
+                        counts.symlinks += 1
+                elif node.type == "dir":
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(node.name, 0o700, dir_fd=fd)
                     dirs.append(([*parts, node.name], node, node.tree or b""))
@@ -226,7 +271,10 @@ def _restore_into(
         for k in range(0, len(small), 128):
             split.append((parts, small[k : k + 128]))
     split.sort(key=lambda j: -sum(f.size for f in j[1]))
+    if report is not None and hasattr(report, "total"):
+        report.total = sum(f.size for _, files in jobs for f in files)  # progress: only writes
     lock = threading.Lock()
+    source = make_source(repo, [f for _, files in jobs for f in files])
 
     def write_files(parts: list[bytes], files: list[Node]) -> None:
         fd = _open_dir(root_fd, parts)
@@ -236,18 +284,23 @@ def _restore_into(
                 with lock:
                     counts.files += 1
                     counts.bytes += node.size
+                    counts.files_written += 1
+                    counts.bytes_written += node.size
                 if report:
                     report(node.size)
         finally:
             os.close(fd)
 
-    if workers > 1 and len(split) > 1:
-        with ThreadPoolExecutor(workers, thread_name_prefix="sandbank-restore") as pool:
-            for f in [pool.submit(write_files, p, fl) for p, fl in split]:
-                f.result()
-    else:
-        for p, fl in split:
-            write_files(p, fl)
+    try:
+        if workers > 1 and len(split) > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="sandbank-restore") as pool:
+                for f in [pool.submit(write_files, p, fl) for p, fl in split]:
+                    f.result()
+        else:
+            for p, fl in split:
+                write_files(p, fl)
+    finally:
+        source.close()
 
     # Phase 3: directory modes and mtimes, deepest first (writing files changed them).
     for parts, node, _ in reversed(dirs):
@@ -320,12 +373,106 @@ class _ChunkReader:
         return b"".join(parts)
 
 
-def write_tar(
-    fileobj: Any, repo: Repo, root_tree: bytes, report: Callable[[int], None] | None
-) -> Counts:
-    """Write a snapshot as a PAX tar (members relative to the root, parents first)."""
+@dataclass
+class SandboxPlan:
+    """What a restore into a sandbox must do: remove some paths, then import ``items``."""
+
+    remove: list[str]
+    """Paths to remove first (entries the snapshot lacks, or of another type)."""
+    items: list[tuple[bytes, Node]]
+    """Tar members to import, in order: new directories parents first, files and symlinks,
+    then every touched directory again, deepest first (to set its mode and mtime last)."""
+    counts: Counts
+    write_bytes: int = 0
+
+
+def plan_sandbox(entries: list[tuple[bytes, Node]], existing: Sequence[FileEntry]) -> SandboxPlan:
+    """Compare a sandbox's listing with a snapshot; plan the smallest import making them equal.
+
+    An entry is unchanged when its type, size, mode and mtime match (a symlink: its target;
+    tar imports cannot set a link's mtime, so it is not compared). A changed
+    file or symlink is simply imported again (the import replaces it); only entries the
+    snapshot lacks, and entries of another type, are removed first.
+    """
     counts = Counts()
-    entries = repo.walk(root_tree)
+    want = dict(entries)
+    have = {os.fsencode(e.path): e for e in existing}
+    remove: list[str] = []
+    gone: list[bytes] = []
+    removed: set[bytes] = set()
+    for path in sorted(have, key=lambda p: p.split(b"/")):
+        parts = path.split(b"/")
+        if any(b"/".join(parts[:i]) in removed for i in range(1, len(parts))):
+            continue  # inside a directory already removed
+        node = want.get(path)
+        if node is None or node.type != have[path].type:
+            remove.append(os.fsdecode(path))
+            gone.append(path)
+            removed.add(path)
+            counts.removed += node is None
+
+    def same(e: FileEntry, node: Node) -> bool:
+        if node.type == "symlink":
+            # Only the target: tar imports (docker's, Python's) cannot set a link's mtime, so
+            # comparing it would resend every link, and re-stamp its directory, every time.
+            return os.fsencode(e.link_target or "") == (node.target or b"")
+        if abs(round(e.mtime * 1e9) - node.mtime_ns) > MTIME_TOLERANCE_NS:
+            return False
+        return e.size == node.size and (e.mode & 0o7777) == node.mode
+
+    new_dirs: list[tuple[bytes, Node]] = []
+    writes: list[tuple[bytes, Node]] = []
+    touched: set[bytes] = set()
+    for path, node in entries:
+        e: FileEntry | None = None if path in removed else have.get(path)
+        parent = path.rpartition(b"/")[0]
+        if node.type == "dir":
+            counts.dirs += 1
+            if e is None:
+                new_dirs.append((path, node))
+                touched.add(path)
+            elif (
+                abs(round(e.mtime * 1e9) - node.mtime_ns) > MTIME_TOLERANCE_NS
+                or (e.mode & 0o7777) != node.mode
+            ):
+                touched.add(path)
+            if e is None and parent:
+                touched.add(parent)
+            continue
+        if node.type == "file":
+            counts.files += 1
+            counts.bytes += node.size
+        else:
+            counts.symlinks += 1
+        if e is not None and same(e, node):
+            counts.unchanged += 1
+            continue
+        writes.append((path, node))
+        if node.type == "file":
+            counts.files_written += 1
+            counts.bytes_written += node.size
+        if parent:
+            touched.add(parent)
+    for path in gone:
+        parent = path.rpartition(b"/")[0]
+        if parent:
+            touched.add(parent)
+    # Every ancestor of a touched directory that exists in the snapshot gets its times reset.
+    dirs = [(p, n) for p, n in entries if n.type == "dir" and p in touched]
+    dirs.sort(key=lambda pn: (-pn[0].count(b"/"), pn[0]))
+    return SandboxPlan(remove, new_dirs + writes + dirs, counts, counts.bytes_written)
+
+
+def write_tar(
+    fileobj: Any,
+    repo: Repo,
+    root_tree: bytes,
+    report: Callable[[int], None] | None,
+    items: list[tuple[bytes, Node]] | None = None,
+) -> Counts:
+    """Write a snapshot (or just ``items`` of it) as a PAX tar, members relative to the root."""
+    counts = Counts()
+    entries = repo.walk(root_tree) if items is None else items
     needed = needed_blobs(entries)
     check_available(repo, needed)
     source = BlobSource(repo, needed)
@@ -354,4 +501,5 @@ def write_tar(
                     counts.bytes += node.size
     finally:
         source.close()
+    counts.files_written, counts.bytes_written = counts.files, counts.bytes
     return counts

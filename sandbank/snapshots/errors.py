@@ -33,12 +33,10 @@ __all__ = [
 class StoreNotFound(SnapshotError):
     """Nothing (no store, no bucket, no directory) at the URL."""
 
-    def __init__(self, url: str, detail: str = "") -> None:
+    def __init__(self, url: str, detail: str = "", hint: str = "") -> None:
         extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"no snapshot store at {url!r}{extra}; check the URL, or open it with create=True "
-            f"to create one"
-        )
+        hint = hint or "check the URL, or open it with create=True to create one"
+        super().__init__(f"no snapshot store at {url!r}{extra}; {hint}")
         self.url = url
 
 

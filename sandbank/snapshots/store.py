@@ -37,7 +37,14 @@ from sandbank.snapshots._ingest import (
     scan_host,
 )
 from sandbank.snapshots._repo import Index, PackWriter, Repo
-from sandbank.snapshots._restore import Counts, restore_host, write_tar
+from sandbank.snapshots._restore import (
+    Counts,
+    check_available,
+    needed_blobs,
+    plan_sandbox,
+    restore_host,
+    write_tar,
+)
 from sandbank.snapshots.errors import (
     CorruptObject,
     MissingObject,
@@ -165,6 +172,13 @@ class RestoreStats:
     removed: int = 0
     """Entries of a non-empty target removed by ``if_not_empty="replace"``."""
     seconds: float = 0.0
+    files_written: int = 0
+    """Files actually written (or sent in the tar); ``files`` counts the whole snapshot."""
+    bytes_written: int = 0
+    """File bytes actually transferred into the target; ``bytes`` is the snapshot's total."""
+    unchanged: int = 0
+    """Files and symlinks already equal in the target (type, size, mode, mtime, link), left as
+    they were by ``if_not_empty="replace"``."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +311,7 @@ class SnapshotStore:
         except MissingObject:
             raw = None
         if raw is None:
+            backend.check_bucket()
             exists = backend.root_exists()
             if not create:
                 raise StoreNotFound(
@@ -675,7 +690,10 @@ class SnapshotStore:
         """Restore a snapshot into a sandbox or host directory.
 
         A non-empty target raises ``TargetNotEmpty`` unless ``if_not_empty="replace"``, which
-        makes the target exactly the snapshot (removing everything else).
+        makes the target exactly the snapshot (removing everything else) and transfers only
+        what differs: files and symlinks whose type, size, mode, mtime and link target already
+        match are left alone, so restoring B onto a target holding A moves about the delta.
+        ``RestoreStats.files_written``/``bytes_written`` tell what was transferred.
         """
         if if_not_empty not in ("fail", "replace"):
             raise ConfigurationError(
@@ -703,14 +721,7 @@ class SnapshotStore:
             )
         else:
             assert isinstance(target, Sandbox)
-            removed = await self._prepare_sandbox(target, tree, replace)
-            holder: list[Counts] = []
-            stream = stream_from_thread(
-                lambda fh: holder.append(write_tar(fh, repo, tree, reporter))
-            )
-            await target.import_tar(stream)
-            counts = holder[0] if holder else Counts()
-            counts.removed = removed
+            counts = await self._restore_sandbox(target, tree, replace, reporter)
         reporter.finish()
         return RestoreStats(
             files=counts.files,
@@ -718,28 +729,49 @@ class SnapshotStore:
             symlinks=counts.symlinks,
             bytes=counts.bytes,
             removed=counts.removed,
+            files_written=counts.files_written,
+            bytes_written=counts.bytes_written,
+            unchanged=counts.unchanged,
             seconds=round(time.monotonic() - started, 4),
         )
 
-    async def _prepare_sandbox(self, target: Sandbox, tree: bytes, replace: bool) -> int:
+    async def _restore_sandbox(
+        self, target: Sandbox, tree: bytes, replace: bool, reporter: _Reporter
+    ) -> Counts:
+        """The generic path: import a tar of what differs (all of it into an empty sandbox)."""
+        repo = self._repo
         existing = await target.list_tree()
-        if not existing:
-            return 0
-        if not replace:
+        if existing and not replace:
             raise TargetNotEmpty(f"sandbox {target.provider.name}:{target.id}")
-        entries = await asyncio.to_thread(self._repo.walk, tree)
-        want = {os.fsdecode(p): n.type for p, n in entries}
-        removed = 0
-        gone: list[str] = []
-        for e in sorted(existing, key=lambda e: e.path):
-            if any(e.path.startswith(g + "/") for g in gone):
-                continue
-            kind = want.get(e.path)
-            if kind is None or kind != e.type or e.type == "symlink":
-                await target.remove(e.path)
-                gone.append(e.path)
-                removed += kind is None
-        return removed
+        entries = await asyncio.to_thread(repo.walk, tree)
+        check_available(repo, needed_blobs(entries))
+        plan = plan_sandbox(entries, existing)
+        log.debug("restore plan: remove %s, import %s", plan.remove, [p for p, _ in plan.items])
+        reporter.total = plan.write_bytes
+        if plan.remove:
+            limit = asyncio.Semaphore(8)
+
+            async def remove(path: str) -> None:
+                async with limit:
+                    await target.remove(path)
+
+            await asyncio.gather(*(remove(p) for p in plan.remove))
+        if plan.items:
+            holder: list[Counts] = []
+            stream = stream_from_thread(
+                lambda fh: holder.append(write_tar(fh, repo, tree, reporter, plan.items))
+            )
+            await target.import_tar(stream)
+        log.info(
+            "restored into %s:%s: %d files written (%d bytes), %d unchanged, %d removed",
+            target.provider.name,
+            target.id,
+            plan.counts.files_written,
+            plan.counts.bytes_written,
+            plan.counts.unchanged,
+            plan.counts.removed,
+        )
+        return plan.counts
 
     # -- inspection -------------------------------------------------------------------------
 
