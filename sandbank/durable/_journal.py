@@ -21,14 +21,15 @@ _EXEC_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # Arguments: journal-dir exec-id cwd timeout stdout-limit stderr-limit has-stdin -- argv...
 WRAPPER = r"""
 root=$1; id=$2; cwd=$3; tmo=$4; olim=$5; elim=$6; hasin=$7; shift 7
-mkdir -p "$root" 2>/dev/null
-root=$(cd "$root" && pwd) || { echo "sandbank-exec: cannot use journal $root" >&2; exit 125; }
+[ -d "$root" ] || mkdir -p "$root" 2>/dev/null
+case $root in /*) ;; *) root=$PWD/$root;; esac
+[ -d "$root" ] || { echo "sandbank-exec: cannot use journal $root" >&2; exit 125; }
 d="$root/$id"; state=done; resumed=0
 if mkdir "$d" 2>/dev/null; then
   : > "$d/alive"
   ( while [ ! -f "$d/rc" ]; do touch "$d/alive"; sleep 1; done ) </dev/null >/dev/null 2>&1 &
   if [ "$hasin" = 1 ]; then cat > "$d/stdin"; else : > "$d/stdin"; fi
-  start=$(date +%s)
+  [ "$tmo" != 0 ] && start=$(date +%s)
   (
     cd "$cwd" || exit 126
     if [ "$tmo" != 0 ] && command -v timeout >/dev/null 2>&1; then
@@ -58,7 +59,7 @@ else
     sleep 0.2
   done
 fi
-rc=$(cat "$d/rc" 2>/dev/null || echo -1)
+rc=-1; [ -f "$d/rc" ] && read -r rc < "$d/rc"
 [ -f "$d/timedout" ] && state=timeout
 osz=$(( $(wc -c < "$d/out" 2>/dev/null || echo 0) ))
 esz=$(( $(wc -c < "$d/err" 2>/dev/null || echo 0) ))

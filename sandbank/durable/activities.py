@@ -124,6 +124,7 @@ class SandboxActivities:
         self.inline_limit = inline_limit
         self._boxes: dict[t.SandboxRef, Sandbox] = {}
         self._journals: dict[t.SandboxRef, str] = {}
+        self._inflight: dict[tuple[t.SandboxRef, str], asyncio.Future[ExecResult]] = {}
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for ``Worker(activities=...)``."""
@@ -144,6 +145,7 @@ class SandboxActivities:
             self.stage_file,
             self.stage_bytes,
             self.digest,
+            self.digest_listing,
         ]
 
     async def aclose(self) -> None:
@@ -182,6 +184,12 @@ class SandboxActivities:
             box = await self.provider(ref.provider).attach(ref.sandbox_id)
             self._boxes[ref] = box
         return box
+
+    def _run_done(self, key: tuple[t.SandboxRef, str], task: asyncio.Future[Any]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: a run nobody waits for any more logs nothing
 
     def _forget(self, ref: t.SandboxRef) -> None:
         self._boxes.pop(ref, None)
@@ -300,21 +308,49 @@ class SandboxActivities:
                 *inp.argv,
             ]
             started = time.monotonic()
-            if journal == _TMP_JOURNAL:
-                try:
-                    await _start_detached(box, argv, inp.exec_id, inp.env, stdin)
-                except OSError as exc:
-                    raise SandboxLost(inp.sandbox.sandbox_id, str(exc)) from exc
-            raw = await _heartbeating(
-                box.exec(
-                    argv,
-                    cwd=".",
-                    env=inp.env,
-                    stdin=stdin,
-                    timeout=(timeout + 30) if timeout else None,
-                ),
-                lambda: {"exec_id": inp.exec_id, "elapsed": round(time.monotonic() - started, 1)},
-            )
+            progress = lambda: {  # noqa: E731
+                "exec_id": inp.exec_id, "elapsed": round(time.monotonic() - started, 1)
+            }  # fmt: skip
+
+            async def run() -> ExecResult:
+                detached = None
+                if journal == _TMP_JOURNAL:
+                    try:
+                        detached = await _start_detached(box, argv, inp.exec_id, inp.env, stdin)
+                    except OSError as exc:
+                        raise SandboxLost(inp.sandbox.sandbox_id, str(exc)) from exc
+                raw = await detached if detached is not None else None
+                if raw is None:
+                    raw = await box.exec(
+                        argv,
+                        cwd=".",
+                        env=inp.env,
+                        stdin=stdin,
+                        timeout=(timeout + 30) if timeout else None,
+                    )
+                return raw
+
+            # One run per exec id on this worker: a later attempt (the follow-up of a call
+            # that stopped waiting at ``wait_limit``) waits for the same run.
+            key = (inp.sandbox, inp.exec_id)
+            task = self._inflight.get(key)
+            if task is None:
+                task = asyncio.ensure_future(run())
+                self._inflight[key] = task
+                task.add_done_callback(lambda done: self._run_done(key, done))
+            try:
+                raw = await asyncio.wait_for(
+                    _heartbeating(asyncio.shield(task), progress), inp.wait_limit
+                )
+            except TimeoutError:
+                if task.done() or inp.wait_limit is None:
+                    raise  # the run's own error, not the wait limit
+                # Still running: it goes on (here, or detached), and a call with the same
+                # exec id collects it, on this worker or through the journal on another.
+                return t.ExecOutput(exit_code=-1, duration=time.monotonic() - started, pending=True)
+            except asyncio.CancelledError:
+                task.cancel()
+                raise
             if raw.exit_code != 0:
                 raise SandboxLost(
                     inp.sandbox.sandbox_id,
@@ -516,6 +552,17 @@ class SandboxActivities:
 
         return await self._run(inp.sandbox, work)
 
+    @activity.defn(name=t.DIGEST_LISTING)
+    async def digest_listing(self, ref: t.SandboxRef) -> t.DigestOutput:
+        """A digest of the workspace's listing (paths, types, modes, file sizes, link
+        targets), without reading file contents: cheap enough for a migration's cut-over."""
+
+        async def work() -> t.DigestOutput:
+            box = await self._box(ref)
+            return _listing_digest(await _heartbeating(box.list_tree(".")))
+
+        return await self._run(ref, work)
+
     @activity.defn(name=t.DIGEST)
     async def digest(self, ref: t.SandboxRef) -> t.DigestOutput:
         """A content digest of the workspace (paths, types, modes, bytes), for verification."""
@@ -527,21 +574,40 @@ class SandboxActivities:
         return await self._run(ref, work)
 
 
+def _listing_digest(entries: list[Any]) -> t.DigestOutput:
+    rows = sorted(
+        (e.path, f"{e.type}:{e.mode & 0o7777:o}:{e.size if e.type == 'file' else 0}:"
+                 f"{e.link_target or ''}")
+        for e in entries
+        if e.path != PRIVATE_DIR and not e.path.startswith(PRIVATE_DIR + "/")
+    )  # fmt: skip
+    top = hashlib.sha256()
+    for name, row in rows:
+        top.update(f"{name}\0{row}\n".encode())
+    files = [e for e in entries if e.type == "file"]
+    return t.DigestOutput(
+        digest=top.hexdigest(), files=len(files), bytes=sum(e.size for e in files)
+    )
+
+
 async def _start_detached(
     box: Sandbox, argv: list[str], exec_id: str, env: dict[str, str] | None, stdin: bytes | None
-) -> None:
+) -> Awaitable[ExecResult | None] | None:
     """Start the journal's first run outside this process, for the local provider.
 
     Local commands die with the process that runs bubblewrap; a small supervisor in its own
     session runs it instead, so the command survives this worker and a retry collects it.
-    Other providers (docker) keep exec processes alive by themselves.
+    Returns an awaitable of the wrapper's output (``None`` when the supervisor printed no
+    result: then the caller collects it through the journal), or ``None`` when nothing was
+    started here: another provider (docker keeps exec processes alive by itself), or a
+    record that an earlier attempt already started.
     """
     build = getattr(box, "_argv", None)
     if box.host_path is not None and not await asyncio.to_thread(os.path.isdir, box.host_path):
         raise SandboxLost(box.id, f"its workspace {box.host_path} is gone")
     tmp_dir = getattr(box.provider, "_tmp_dir", None)
     if box.provider.name != "local" or build is None or tmp_dir is None:
-        return
+        return None
     from sandbank.providers.base import ExecRequest
     from sandbank.providers.local import DEFAULT_PATH, sandbox_env
 
@@ -553,20 +619,38 @@ async def _start_detached(
         proc_env = {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
     record = os.path.join(tmp_dir(box.id), ".sandbank", "exec", exec_id)
     if await asyncio.to_thread(os.path.exists, record):
-        return
-    with tempfile.TemporaryFile() as stdin_file:
-        stdin_file.write(stdin or b"")
-        stdin_file.seek(0)
-        proc = await asyncio.create_subprocess_exec(
-            "/bin/sh", "-c", '"$@"; :', "sandbank-supervisor", *cmd,
-            stdin=stdin_file, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL, cwd=cwd, env=proc_env, start_new_session=True,
-        )  # fmt: skip
-    _SUPERVISORS.add(asyncio.ensure_future(proc.wait()))
-    for _ in range(100):
-        if proc.returncode is not None or await asyncio.to_thread(os.path.exists, record):
-            break
-        await asyncio.sleep(0.05)
+        return None
+    # The wrapper's framed result goes to an unlinked file, not a pipe: if this worker dies
+    # or stops waiting, nothing in the sandbox blocks on a reader that is gone.
+    out_file = tempfile.TemporaryFile()  # noqa: SIM115 - closed by collect()
+    try:
+        with tempfile.TemporaryFile() as stdin_file:
+            stdin_file.write(stdin or b"")
+            stdin_file.seek(0)
+            proc = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", '"$@"; :', "sandbank-supervisor", *cmd,
+                stdin=stdin_file, stdout=out_file,
+                stderr=asyncio.subprocess.DEVNULL, cwd=cwd, env=proc_env, start_new_session=True,
+            )  # fmt: skip
+    except BaseException:
+        out_file.close()
+        raise
+    reaper = asyncio.ensure_future(proc.wait())
+    _SUPERVISORS.add(reaper)
+    reaper.add_done_callback(_SUPERVISORS.discard)
+
+    async def collect() -> ExecResult | None:
+        try:
+            await asyncio.shield(reaper)
+            out_file.seek(0)
+            data = await asyncio.to_thread(out_file.read)
+        finally:
+            out_file.close()
+        if not data.startswith(b"sandbank-exec "):
+            return None
+        return ExecResult(exit_code=0, stdout=data)
+
+    return collect()
 
 
 _SUPERVISORS: set[asyncio.Future[int]] = set()

@@ -53,7 +53,13 @@ def _print(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str))
 
 
-async def _serve(client: Client, task_queue: str, store_url: str | None, state_dir: str | None):
+async def _serve(
+    client: Client,
+    task_queue: str,
+    store_url: str | None,
+    state_dir: str | None,
+    identity: str | None = None,
+) -> None:
     from sandbank.durable.activities import SandboxActivities
 
     store = None
@@ -71,7 +77,8 @@ async def _serve(client: Client, task_queue: str, store_url: str | None, state_d
 
     acts = SandboxActivities(provider, store)
     try:
-        async with build_worker(client, acts, task_queue=task_queue) as worker:
+        extra: dict[str, Any] = {"identity": identity} if identity else {}
+        async with build_worker(client, acts, task_queue=task_queue, **extra) as worker:
             click.echo(f"worker on task queue {task_queue!r}; Ctrl-C stops it", err=True)
             await asyncio.Event().wait()
             del worker
@@ -88,15 +95,17 @@ async def _serve(client: Client, task_queue: str, store_url: str | None, state_d
 @click.option("--tls", is_flag=True, help="Connect with TLS (Temporal Cloud).")
 @click.option("--api-key", envvar="TEMPORAL_API_KEY", default=None, help="Temporal API key.")
 @click.option("--store", "store_url", envvar="SANDBANK_STORE", help="Snapshot store URL.")
+@click.option("--state-dir", default=None, help="Where the local provider keeps sandboxes.")
+@click.option("--identity", default=None, help="Worker identity shown by Temporal.")
 def worker_command(
     address: str, namespace: str, task_queue: str, tls: bool, api_key: str | None,
-    store_url: str | None,
+    store_url: str | None, state_dir: str | None, identity: str | None,
 ) -> None:  # fmt: skip
     """Run a worker (sandbox activities and session workflows) against any Temporal."""
 
     async def main() -> None:
         client = await _connect(address, namespace, tls, api_key)
-        await _serve(client, task_queue, store_url, None)
+        await _serve(client, task_queue, store_url, state_dir, identity)
 
     with contextlib.suppress(KeyboardInterrupt):
         _run(main())

@@ -45,6 +45,10 @@ __all__ = [
 SESSION_WORKFLOW = "SandbankSession"
 STEP_OUTPUT_LIMIT = 64 * 1024
 """Characters of a step's output returned to the sender (the rest stays in the sandbox)."""
+FULL_VERIFY_LIMIT = 64 * 1024 * 1024
+"""A migration compares workspace contents up to this size; above it, listings (paths,
+types, modes, sizes), which keeps the cut-over short (the delta itself is restored from a
+content-addressed checkpoint)."""
 
 
 @dataclass
@@ -131,6 +135,8 @@ class SessionState:
     sandbox_state: str = "none"
     """none, running, paused or released."""
     checkpoint: str | None = None
+    checkpoint_bytes: int = 0
+    """Logical size of the workspace at the last checkpoint."""
     dirty: bool = False
     turns: int = 0
     events: list[SessionEvent] = field(default_factory=list)
@@ -168,6 +174,8 @@ class MigrateResult:
     downtime: float
     total: float
     verified: bool
+    verification: str = "contents"
+    """What was compared: "contents" (every byte) or "listing" (big workspaces)."""
 
 
 TurnHandler = Callable[[WorkflowSandbox, Turn], Awaitable[TurnOutcome]]
@@ -242,6 +250,7 @@ class SessionWorkflow:
         self._next_op = 0
         self._turns_this_run = 0
         self._migration: asyncio.Task[None] | None = None
+        self._cleanup: list[asyncio.Task[None]] = []
         self._box: WorkflowSandbox | None = None
         self._no_store = False
 
@@ -359,11 +368,14 @@ class SessionWorkflow:
                 )
             except TimeoutError:
                 await self._idle_step()
+        await asyncio.gather(*self._cleanup)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.describe()
 
     def _should_continue(self) -> bool:
         if self._migration is not None or not workflow.all_handlers_finished():
+            return False
+        if any(not task.done() for task in self._cleanup):
             return False
         return (
             self._turns_this_run >= self.state.config.continue_after_turns
@@ -490,6 +502,7 @@ class SessionWorkflow:
                 return s.checkpoint
             raise
         s.checkpoint, s.dirty = out.snapshot_id, False
+        s.checkpoint_bytes = out.logical_bytes
         self._event(
             "checkpoint", f"{out.snapshot_id} ({out.files} files, {out.new_bytes} new bytes)"
         )
@@ -507,7 +520,9 @@ class SessionWorkflow:
         idle = workflow.time() - s.last_activity
         cfg = s.config
         if s.sandbox_state == "running" and self._can_pause() and idle < cfg.pause_after:
-            return max(cfg.pause_after - idle, 0.001)
+            # Pause first, unless releasing is due sooner (then _idle_step releases).
+            due = cfg.pause_after if self._no_store else min(cfg.pause_after, cfg.release_after)
+            return max(due - idle, 0.001)
         if self._no_store:
             return None
         return max(cfg.release_after - idle, 0.001)
@@ -570,19 +585,22 @@ class SessionWorkflow:
         if self._migration is not None:
             raise ConfigurationError("a migration is already running")
         source = await self._ensure_live()
-        base = await self._checkpoint(force=True)
+        # The last checkpoint is the base (a new one only if a turn left changes); what
+        # changes after it moves at the cut, in _migrate_finish.
+        base = await self._checkpoint()
         manifest = self.state.config.manifest_json
         if request.manifest_overrides_json:
             manifest = _merge_json(manifest, request.manifest_overrides_json)
-        target = await WorkflowSandbox.create(request.provider, manifest)
-        self._event("migrating", f"{source.id} -> {request.provider}:{target.id}")
+        self._event("migrating", f"{source.id} -> {request.provider}")
         prepared: dict[str, Any] = {
-            "request": request, "target": target, "base": base,
-            "manifest": manifest, "started": started,
+            "request": request, "base": base, "manifest": manifest, "started": started,
         }  # fmt: skip
 
         async def prepare() -> None:
+            # Off the op loop: the source keeps serving turns meanwhile.
             try:
+                target = await WorkflowSandbox.create(request.provider, manifest)
+                prepared["target"] = target
                 if base:
                     await target.restore(base)
             except BaseException as exc:
@@ -594,19 +612,25 @@ class SessionWorkflow:
 
     async def _migrate_finish(self, prepared: dict[str, Any]) -> Any:
         self._migration = None
-        target: WorkflowSandbox = prepared["target"]
-        if "error" in prepared:
-            await target.destroy()
+        target: WorkflowSandbox | None = prepared.get("target")
+        if "error" in prepared or target is None:
+            if target is not None:
+                await target.destroy()
             error = prepared["error"]
             if isinstance(error, SandbankError):
                 raise error
-            raise SandboxLost(target.id, f"preparing the migration target failed: {error}")
+            where = target.id if target is not None else prepared["request"].provider
+            raise SandboxLost(where, f"preparing the migration target failed: {error}")
         cut = workflow.time()
+        self._event("migration_cutover", f"serving stops; {target.id} holds {prepared['base']}")
         source = await self._ensure_live()
-        final = await self._checkpoint()
-        if final and final != prepared["base"]:
-            await target.restore(final)
-        before, after = await source.digest(), await target.digest()
+        final = await self._checkpoint(force=True)  # changes made outside turns count too
+        # Contents for small workspaces, listings for big ones; the source (quiet now) is
+        # read while the delta moves to the target.
+        contents = self.state.checkpoint_bytes <= FULL_VERIFY_LIMIT
+        delta = target.restore(final) if final and final != prepared["base"] else _nothing()
+        before, _ = await asyncio.gather(source.digest(contents=contents), delta)
+        after = await target.digest(contents=contents)
         if before.digest != after.digest:
             await target.destroy()
             self._event("migration_failed", "workspace digests differ; staying on the source")
@@ -616,9 +640,15 @@ class SessionWorkflow:
         s.config.manifest_json = prepared["manifest"]
         self._box, s.sandbox, s.capabilities = target, target.ref, target.capabilities
         s.sandbox_state = "running"
-        await source.destroy()
-        downtime = workflow.time() - cut
-        self._event("migrated", f"to {s.config.provider}:{target.id}, downtime {downtime:.2f}s")
+        downtime = workflow.time() - cut  # the session serves again from here
+        # The source goes away in the background; turns run on the target meanwhile.
+        self._cleanup.append(asyncio.create_task(self._destroy_quietly(source)))
+        verification = "contents" if contents else "listing"
+        self._event(
+            "migrated",
+            f"to {s.config.provider}:{target.id}, downtime {downtime:.2f}s, "
+            f"verified by {verification}",
+        )
         result = MigrateResult(
             provider=s.config.provider,
             sandbox_id=target.id,
@@ -626,9 +656,20 @@ class SessionWorkflow:
             downtime=downtime,
             total=workflow.time() - prepared["started"],
             verified=True,
+            verification=verification,
         )
         # The waiting migrate op reads its result under its own id.
         return result
+
+    async def _destroy_quietly(self, box: WorkflowSandbox) -> None:
+        try:
+            await box.destroy()
+        except (SandbankError, FailureError) as exc:
+            self._event("destroy_failed", f"{box.id}: {exc}")
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _merge_json(base: str | None, overrides: str) -> str:

@@ -66,6 +66,7 @@ RESUME = "sandbank.resume"
 STAGE_FILE = "sandbank.stage_file"
 STAGE_BYTES = "sandbank.stage_bytes"
 DIGEST = "sandbank.digest"
+DIGEST_LISTING = "sandbank.digest_listing"
 
 
 class PayloadTooLarge(ConfigurationError):
@@ -158,6 +159,9 @@ class ExecInput:
     env: dict[str, str] | None = None
     stdin_b64: str | None = None
     timeout: float | None = None
+    wait_limit: float | None = None
+    """Seconds to wait for the command; past it the result says ``pending`` and the command
+    keeps running (a call with the same exec id collects it). None waits to the end."""
 
 
 @dataclass
@@ -172,6 +176,8 @@ class ExecOutput:
     resumed: bool = False
     """True when this result came from a run started by an earlier attempt."""
     timed_out: bool = False
+    pending: bool = False
+    """The command was still running at the input's ``wait_limit``; nothing else is set."""
 
 
 @dataclass

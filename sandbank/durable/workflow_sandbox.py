@@ -8,7 +8,7 @@ with a heartbeat timeout; failures come back as the sandbank error they started 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["ActivityOptions", "WorkflowSandbox", "from_failure"]
 
 R = TypeVar("R")
+_LOCAL_EXEC_PATCH = "sandbank-local-exec"
 
 
 @dataclass
@@ -40,6 +41,10 @@ class ActivityOptions:
     heartbeat: timedelta = timedelta(seconds=10)
     exec_default_timeout: timedelta = timedelta(hours=1)
     maximum_attempts: int = 10
+    local_exec_wait: timedelta | None = timedelta(seconds=2)
+    """How long an exec first waits as a local activity (no server round trip: the fast
+    path for short commands). A command still running then is collected by a regular,
+    heartbeating activity with the same exec id. None (or a ``task_queue``) skips it."""
     non_retryable: list[str] = field(default_factory=lambda: list(t.NON_RETRYABLE_ERROR_TYPES))
     task_queue: str | None = None
 
@@ -171,9 +176,19 @@ class WorkflowSandbox:
             stdin_b64=t.b64encode(data) if data is not None else None,
             timeout=timeout,
         )
-        out: t.ExecOutput = await self._call(
-            t.EXEC, inp, t.ExecOutput, start_to_close=limit + timedelta(minutes=1)
-        )
+        out: t.ExecOutput | None = None
+        fast = self.options.local_exec_wait
+        if fast and self.options.task_queue is None and workflow.patched(_LOCAL_EXEC_PATCH):
+            out = await self._call(
+                t.EXEC, replace(inp, wait_limit=fast.total_seconds()), t.ExecOutput,
+                start_to_close=fast + timedelta(seconds=30), local=True,
+            )  # fmt: skip
+            if out.pending:
+                out = None
+        if out is None:
+            out = await self._call(
+                t.EXEC, inp, t.ExecOutput, start_to_close=limit + timedelta(minutes=1)
+            )
         result = _result(out)
         if on_output is not None:
             for stream, chunk in (("stdout", result.stdout), ("stderr", result.stderr)):
@@ -271,8 +286,10 @@ class WorkflowSandbox:
             start_to_close=timedelta(hours=2),
         )  # fmt: skip
 
-    async def digest(self) -> t.DigestOutput:
-        return await self._call(t.DIGEST, self.ref, t.DigestOutput)
+    async def digest(self, *, contents: bool = True) -> t.DigestOutput:
+        """A digest of the workspace; ``contents=False`` hashes only its listing (fast)."""
+        name = t.DIGEST if contents else t.DIGEST_LISTING
+        return await self._call(name, self.ref, t.DigestOutput)
 
     async def aclose(self) -> None:
         """Forget this handle (the sandbox keeps running)."""
@@ -298,8 +315,17 @@ async def _call(
     result_type: type[R] | None,
     *,
     start_to_close: timedelta | None = None,
+    local: bool = False,
 ) -> R:
     try:
+        if local:
+            return await workflow.execute_local_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=start_to_close or opts.start_to_close,
+                retry_policy=opts.retry_policy(),
+            )
         result: R = await workflow.execute_activity(
             name,
             arg,
@@ -309,7 +335,7 @@ async def _call(
             heartbeat_timeout=opts.heartbeat,
             retry_policy=opts.retry_policy(),
         )
-    except ActivityError as err:
+    except (ActivityError, ApplicationError) as err:  # a local activity's can be either
         mapped = from_failure(err)
         if mapped is err:
             raise
