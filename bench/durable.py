@@ -160,9 +160,10 @@ class WorkerProc:
 
 
 async def pending_exec(handle: Any) -> Any:
+    """The exec activity once a worker has started it (it then names the worker)."""
     desc = await handle.describe()
     for act in desc.raw_description.pending_activities:
-        if act.activity_type.name == "sandbank.exec":
+        if act.activity_type.name == "sandbank.exec" and act.last_worker_identity:
             return act
     return None
 

@@ -9,9 +9,11 @@ activity takes one small dataclass and returns one; sandbank errors become
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
+import socket
 import tarfile
 import tempfile
 import time
@@ -38,7 +40,7 @@ from sandbank.manifest import Manifest
 from sandbank.providers.base import ExecResult, Provider, Sandbox
 from sandbank.providers.registry import get_provider
 
-__all__ = ["HEARTBEAT_EVERY", "SandboxActivities", "to_application_error"]
+__all__ = ["HEARTBEAT_EVERY", "SandboxActivities", "provider_locality", "to_application_error"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,20 @@ _WORKSPACE_JOURNAL = f"{PRIVATE_DIR}/exec"
 
 T = TypeVar("T")
 ProviderSource = Mapping[str, Provider] | Callable[[str], Provider]
+SandboxKey = tuple[str, str]
+"""(provider, sandbox id): a sandbox, whichever queue a ref to it names."""
+
+
+def provider_locality(provider: Provider) -> str:
+    """What a provider's sandboxes live on, as seen from this worker: a local state
+    directory, a Docker engine address, or just the provider's name (reachable anywhere)."""
+    state_dir = getattr(provider, "state_dir", None)
+    if state_dir is not None:
+        return f"{provider.name}:{os.path.abspath(os.fspath(state_dir))}"
+    if provider.name == "docker":
+        engine = getattr(provider, "base_url", None) or os.environ.get("DOCKER_HOST")
+        return f"docker:{engine or 'unix:///var/run/docker.sock'}"
+    return provider.name
 
 
 def to_application_error(exc: BaseException) -> BaseException:
@@ -117,14 +133,19 @@ class SandboxActivities:
         store: Any | None = None,
         *,
         inline_limit: int = t.INLINE_LIMIT,
+        locality: str | None = None,
     ) -> None:
         self._providers = providers
         self._provider_cache: dict[str, Provider] = {}
         self.store = store
         self.inline_limit = inline_limit
-        self._boxes: dict[t.SandboxRef, Sandbox] = {}
-        self._journals: dict[t.SandboxRef, str] = {}
-        self._inflight: dict[tuple[t.SandboxRef, str], asyncio.Future[ExecResult]] = {}
+        self._locality = locality
+        self.worker_queue: str | None = None
+        """This worker's own task queue for the sandboxes it creates (set by
+        ``build_worker``, which polls it); None leaves sandboxes on the shared queue."""
+        self._boxes: dict[SandboxKey, Sandbox] = {}
+        self._journals: dict[SandboxKey, str] = {}
+        self._inflight: dict[tuple[SandboxKey, str], asyncio.Future[ExecResult]] = {}
 
     def activities(self) -> list[Callable[..., Any]]:
         """The bound activity methods, for ``Worker(activities=...)``."""
@@ -157,6 +178,30 @@ class SandboxActivities:
             await provider.aclose()
         self._provider_cache.clear()
 
+    def locality(self) -> str:
+        """A stable name for where this worker's sandboxes live: the host and the providers'
+        data (local state directories, Docker engine address). Workers with the same
+        locality reach the same sandboxes, so they share a worker-specific task queue, and
+        a worker restarted on the same host and disk picks that queue up again."""
+        if self._locality is not None:
+            return self._locality
+        if isinstance(self._providers, Mapping):
+            providers = list(self._providers.values())
+        else:
+            # A factory: the providers this worker would build for the host-bound names.
+            providers = []
+            for name in ("local", "docker"):
+                with contextlib.suppress(Exception):  # not configured here: not part of it
+                    providers.append(self.provider(name))
+        parts = sorted({provider_locality(p) for p in providers})
+        return "\n".join([socket.gethostname(), *parts])
+
+    def worker_queue_for(self, task_queue: str) -> str:
+        """The worker-specific queue paired with ``task_queue``: ``<queue>@<host>-<hash>``."""
+        host = socket.gethostname().split(".")[0][:40] or "host"
+        digest = hashlib.sha256(self.locality().encode()).hexdigest()[:10]
+        return f"{task_queue}@{host}-{digest}"
+
     # -- plumbing --------------------------------------------------------------------------
 
     def provider(self, name: str) -> Provider:
@@ -179,21 +224,21 @@ class SandboxActivities:
         return provider
 
     async def _box(self, ref: t.SandboxRef) -> Sandbox:
-        box = self._boxes.get(ref)
+        box = self._boxes.get(ref.key)
         if box is None or box.closed:
             box = await self.provider(ref.provider).attach(ref.sandbox_id)
-            self._boxes[ref] = box
+            self._boxes[ref.key] = box
         return box
 
-    def _run_done(self, key: tuple[t.SandboxRef, str], task: asyncio.Future[Any]) -> None:
+    def _run_done(self, key: tuple[SandboxKey, str], task: asyncio.Future[Any]) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved: a run nobody waits for any more logs nothing
 
     def _forget(self, ref: t.SandboxRef) -> None:
-        self._boxes.pop(ref, None)
-        self._journals.pop(ref, None)
+        self._boxes.pop(ref.key, None)
+        self._journals.pop(ref.key, None)
 
     async def _run(self, ref: t.SandboxRef | None, work: Callable[[], Awaitable[T]]) -> T:
         """Run one activity body: errors mapped, a lost sandbox's handle dropped."""
@@ -221,8 +266,8 @@ class SandboxActivities:
             provider = self.provider(inp.provider)
             manifest = Manifest.from_json(inp.manifest_json) if inp.manifest_json else None
             box = await _heartbeating(provider.create(manifest))
-            ref = t.SandboxRef(inp.provider, box.id)
-            self._boxes[ref] = box
+            ref = t.SandboxRef(inp.provider, box.id, self.worker_queue)
+            self._boxes[ref.key] = box
             caps = provider.capabilities
             log.info("created %s sandbox %s", inp.provider, box.id)
             return t.CreateOutput(
@@ -250,8 +295,8 @@ class SandboxActivities:
         """Delete the sandbox; one that is already gone is fine."""
 
         async def work() -> None:
-            box = self._boxes.pop(ref, None)
-            self._journals.pop(ref, None)
+            box = self._boxes.pop(ref.key, None)
+            self._journals.pop(ref.key, None)
             try:
                 await self.provider(ref.provider).destroy(ref.sandbox_id)
             except SandboxNotFound:
@@ -289,6 +334,11 @@ class SandboxActivities:
                 )
             if not inp.argv:
                 raise ConfigurationError("argv must be a non-empty list of strings")
+            pinned = inp.sandbox.task_queue
+            if pinned is not None and pinned != self.worker_queue and activity.info().is_local:
+                # A local activity runs on the workflow's worker, which is not the
+                # sandbox's: start nothing, the workflow sends the call to the sandbox's queue.
+                return t.ExecOutput(exit_code=-1, pending=True, elsewhere=True)
             box = await self._box(inp.sandbox)
             journal = await self._journal_dir(inp.sandbox, box)
             stdin = t.b64decode(inp.stdin_b64) if inp.stdin_b64 is not None else None
@@ -332,7 +382,7 @@ class SandboxActivities:
 
             # One run per exec id on this worker: a later attempt (the follow-up of a call
             # that stopped waiting at ``wait_limit``) waits for the same run.
-            key = (inp.sandbox, inp.exec_id)
+            key = (inp.sandbox.key, inp.exec_id)
             task = self._inflight.get(key)
             if task is None:
                 task = asyncio.ensure_future(run())
@@ -388,7 +438,7 @@ class SandboxActivities:
 
     async def _journal_dir(self, ref: t.SandboxRef, box: Sandbox) -> str:
         """Where exec records live: /tmp when it persists between execs, else the workspace."""
-        cached = self._journals.get(ref)
+        cached = self._journals.get(ref.key)
         if cached is not None:
             return cached
         token = activity.info().activity_id + str(time.time_ns())
@@ -401,7 +451,7 @@ class SandboxActivities:
         persistent = first.exit_code == 0 and second.stdout.decode(errors="replace") == token
         journal = _TMP_JOURNAL if persistent else _WORKSPACE_JOURNAL
         log.debug("exec journal of %s is %s", ref.sandbox_id, journal)
-        self._journals[ref] = journal
+        self._journals[ref.key] = journal
         return journal
 
     # -- files -----------------------------------------------------------------------------

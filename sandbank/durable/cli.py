@@ -79,9 +79,12 @@ async def _serve(
     try:
         extra: dict[str, Any] = {"identity": identity} if identity else {}
         async with build_worker(client, acts, task_queue=task_queue, **extra) as worker:
-            click.echo(f"worker on task queue {task_queue!r}; Ctrl-C stops it", err=True)
+            click.echo(
+                f"worker on task queue {task_queue!r} (its sandboxes on "
+                f"{worker.worker_queue!r}); Ctrl-C stops it",
+                err=True,
+            )
             await asyncio.Event().wait()
-            del worker
     finally:
         await acts.aclose()
         if store is not None:
@@ -192,10 +195,14 @@ def _manager_call(ctx: click.Context, call: Any) -> Any:
 @click.option("--name", default="")
 @click.option("--pause-after", type=float, default=60.0, show_default=True)
 @click.option("--release-after", type=float, default=600.0, show_default=True)
+@click.option(
+    "--worker-timeout", type=float, default=30.0, show_default=True,
+    help="Seconds a call waits for the worker holding the sandbox before rebuilding elsewhere.",
+)  # fmt: skip
 @click.pass_context
 def start_cmd(
     ctx: click.Context, provider: str, manifest: str | None, name: str,
-    pause_after: float, release_after: float,
+    pause_after: float, release_after: float, worker_timeout: float,
 ) -> None:  # fmt: skip
     """Start a session; prints its id."""
     from sandbank.manifest import Manifest
@@ -209,7 +216,12 @@ def start_cmd(
         _manager_call(
             ctx,
             lambda m: m.start(
-                provider, parsed, name=name, pause_after=pause_after, release_after=release_after
+                provider,
+                parsed,
+                name=name,
+                pause_after=pause_after,
+                release_after=release_after,
+                worker_timeout=worker_timeout,
             ),
         )
     )

@@ -54,8 +54,12 @@ class SessionManager:
         session_id: str | None = None,
         pause_after: float = 60.0,
         release_after: float = 600.0,
+        worker_timeout: float = 30.0,
     ) -> str:
-        """Start a session (its sandbox is created on the first message); returns its id."""
+        """Start a session (its sandbox is created on the first message); returns its id.
+
+        ``worker_timeout``: seconds a call waits for the worker that holds the sandbox;
+        past it the sandbox is rebuilt from its last checkpoint on another worker."""
         session_id = session_id or f"session-{uuid.uuid4().hex[:10]}"
         manifest_json = Manifest.parse(manifest).to_json() if manifest is not None else None
         config = SessionConfig(
@@ -64,6 +68,7 @@ class SessionManager:
             name=name or session_id,
             pause_after=pause_after,
             release_after=release_after,
+            worker_timeout=worker_timeout,
         )
         await self.client.start_workflow(
             SessionWorkflow.run,

@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from sandbank.durable import types as t
-    from sandbank.durable.workflow_sandbox import WorkflowSandbox
+    from sandbank.durable.workflow_sandbox import ActivityOptions, WorkflowSandbox
     from sandbank.errors import ConfigurationError, SandbankError, SandboxLost, SandboxNotFound
 
 __all__ = [
@@ -49,6 +49,7 @@ FULL_VERIFY_LIMIT = 64 * 1024 * 1024
 """A migration compares workspace contents up to this size; above it, listings (paths,
 types, modes, sizes), which keeps the cut-over short (the delta itself is restored from a
 content-addressed checkpoint)."""
+_IDLE_LOSS_PATCH = "sandbank-lost-while-idle"
 
 
 @dataclass
@@ -123,6 +124,9 @@ class SessionConfig:
     max_events: int = 200
     continue_after_turns: int = 100
     """Turns per workflow run before continue-as-new (history stays bounded)."""
+    worker_timeout: float = 30.0
+    """Seconds a call waits for the worker holding the sandbox to pick it up; past it that
+    worker counts as gone, and the sandbox is rebuilt from the last checkpoint elsewhere."""
 
 
 @dataclass
@@ -342,7 +346,9 @@ class SessionWorkflow:
         if not self.state.last_activity:
             self.state.last_activity = workflow.time()
         if self.state.sandbox is not None:
-            self._box = WorkflowSandbox(self.state.sandbox, capabilities=self.state.capabilities)
+            self._box = WorkflowSandbox(
+                self.state.sandbox, capabilities=self.state.capabilities, options=self._options()
+            )
         while True:
             if self._ops:
                 op = self._ops.pop(0)
@@ -371,6 +377,9 @@ class SessionWorkflow:
         await asyncio.gather(*self._cleanup)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.describe()
+
+    def _options(self) -> ActivityOptions:
+        return ActivityOptions(worker_timeout=timedelta(seconds=self.state.config.worker_timeout))
 
     def _should_continue(self) -> bool:
         if self._migration is not None or not workflow.all_handlers_finished():
@@ -432,7 +441,7 @@ class SessionWorkflow:
                     result.error_type, result.error = type(exc).__name__, str(exc)
                     break
                 self._event("sandbox_lost", f"turn {number}: {exc}")
-                await self._forget_sandbox()
+                await self._forget_sandbox(reachable=not isinstance(exc, t.SandboxUnreachable))
                 result.recovered = True
                 if attempt == 2:
                     result.error_type, result.error = type(exc).__name__, str(exc)
@@ -456,7 +465,10 @@ class SessionWorkflow:
     async def _sandbox_alive(self) -> bool:
         if self._box is None:
             return False
-        return await self._box.status() not in ("missing", "lost", "stopped")
+        try:
+            return await self._box.status() not in ("missing", "lost", "stopped")
+        except t.SandboxUnreachable:
+            return False
 
     async def _ensure_live(self) -> WorkflowSandbox:
         s = self.state
@@ -468,7 +480,9 @@ class SessionWorkflow:
             self._event("resumed")
             return self._box
         started = workflow.time()
-        box = await WorkflowSandbox.create(s.config.provider, s.config.manifest_json)
+        box = await WorkflowSandbox.create(
+            s.config.provider, s.config.manifest_json, options=self._options()
+        )
         self._box, s.sandbox, s.capabilities = box, box.ref, box.capabilities
         s.sandbox_state = "running"
         if s.checkpoint:
@@ -481,10 +495,18 @@ class SessionWorkflow:
             self._event("created", box.id)
         return box
 
-    async def _forget_sandbox(self) -> None:
+    async def _forget_sandbox(self, reachable: bool = True) -> None:
+        """Drop the sandbox: destroyed where its worker can still be reached, else left
+        (its worker is gone; a destroy would only wait for it again) and recorded."""
         if self._box is not None:
-            with contextlib.suppress(SandbankError):
-                await self._box.destroy()
+            if reachable:
+                with contextlib.suppress(SandbankError):
+                    await self._box.destroy()
+            else:
+                self._event(
+                    "sandbox_abandoned",
+                    f"{self._box.id} on {self._box.ref.task_queue} (its worker is unreachable)",
+                )
         self._box, self.state.sandbox, self.state.sandbox_state = None, None, "none"
 
     async def _checkpoint(self, force: bool = False) -> str | None:
@@ -530,25 +552,44 @@ class SessionWorkflow:
     async def _idle_step(self) -> None:
         s = self.state
         idle = workflow.time() - s.last_activity
-        if idle >= s.config.release_after and not self._no_store:
-            await self._release()
-        elif s.sandbox_state == "running" and self._can_pause() and self._box is not None:
-            await self._box.pause()
-            s.sandbox_state = "paused"
-            self._event("paused", f"after {idle:.0f}s idle")
+        try:
+            if idle >= s.config.release_after and not self._no_store:
+                await self._release()
+            elif s.sandbox_state == "running" and self._can_pause() and self._box is not None:
+                await self._box.pause()
+                s.sandbox_state = "paused"
+                self._event("paused", f"after {idle:.0f}s idle")
+        except (SandboxLost, SandboxNotFound) as exc:
+            if not workflow.patched(_IDLE_LOSS_PATCH):
+                raise
+            await self._lost_while_idle(exc)
+
+    async def _lost_while_idle(self, exc: SandbankError) -> None:
+        """The sandbox (or its worker) went away between turns: the next turn rehydrates
+        from the last checkpoint."""
+        self._event("sandbox_lost", f"while idle: {exc}")
+        await self._forget_sandbox(reachable=not isinstance(exc, t.SandboxUnreachable))
+        if self.state.checkpoint:
+            self.state.sandbox_state = "released"
 
     async def _release(self) -> None:
         """Checkpoint and destroy the sandbox (nothing live, nothing billed)."""
         s = self.state
         if self._box is None:
             return
-        if s.sandbox_state == "paused":
-            await self._box.resume()
-            s.sandbox_state = "running"
-        await self._checkpoint()
-        if self._no_store:
+        try:
+            if s.sandbox_state == "paused":
+                await self._box.resume()
+                s.sandbox_state = "running"
+            await self._checkpoint()
+            if self._no_store:
+                return
+            await self._box.destroy()
+        except t.SandboxUnreachable as exc:
+            if not workflow.patched(_IDLE_LOSS_PATCH):
+                raise
+            await self._lost_while_idle(exc)  # the last checkpoint is what there is
             return
-        await self._box.destroy()
         self._event("released", f"{s.sandbox.sandbox_id if s.sandbox else ''} -> {s.checkpoint}")
         self._box, s.sandbox, s.sandbox_state = None, None, "released"
 
@@ -599,7 +640,9 @@ class SessionWorkflow:
         async def prepare() -> None:
             # Off the op loop: the source keeps serving turns meanwhile.
             try:
-                target = await WorkflowSandbox.create(request.provider, manifest)
+                target = await WorkflowSandbox.create(
+                    request.provider, manifest, options=self._options()
+                )
                 prepared["target"] = target
                 if base:
                     await target.restore(base)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
-from sandbank.errors import ConfigurationError, SandbankError
+from sandbank.errors import ConfigurationError, SandbankError, SandboxLost
 
 __all__ = [
     "INLINE_LIMIT",
@@ -31,6 +31,7 @@ __all__ = [
     "RestoreInput",
     "RestoreOutput",
     "SandboxRef",
+    "SandboxUnreachable",
     "SnapshotInput",
     "SnapshotOutput",
     "StageBytesInput",
@@ -81,6 +82,18 @@ class PayloadTooLarge(ConfigurationError):
         self.size = size
 
 
+class SandboxUnreachable(SandboxLost):
+    """No worker that can reach the sandbox picked its call up in time (its worker is gone).
+
+    Raised on the workflow side when a call on the sandbox's worker queue passes its
+    schedule-to-start bound; the session rebuilds from its last checkpoint elsewhere and
+    leaves the unreachable sandbox alone (no destroy that could only wait again).
+    """
+
+    def __init__(self, sandbox_id: str, detail: str = "") -> None:
+        super().__init__(sandbox_id, detail)
+
+
 class ExecInterrupted(SandbankError):
     """A command with this exec id was started before, and died without an exit status.
 
@@ -100,6 +113,7 @@ NON_RETRYABLE_ERROR_TYPES = [
     "SandboxNotFound",
     "SandboxClosed",
     "SandboxLost",
+    "SandboxUnreachable",
     "ExecTimeout",
     "ExecInterrupted",
 ]
@@ -116,10 +130,23 @@ def b64decode(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class SandboxRef:
-    """A sandbox by handle: the provider's name on the worker and the sandbox id."""
+    """A sandbox by handle: the provider's name on the worker, the sandbox id and the task
+    queue of the workers that can reach it.
+
+    ``task_queue`` is set by ``create`` to the worker-specific queue of the worker that made
+    the sandbox (``<queue>@<host>-<hash of its data dirs>``, polled by every worker on that
+    host and disk); every later call for the sandbox goes there. None (refs from before
+    pinning, or workers without a queue of their own) sends calls to the shared queue.
+    """
 
     provider: str
     sandbox_id: str
+    task_queue: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The sandbox itself, whichever queue the ref names."""
+        return (self.provider, self.sandbox_id)
 
 
 @dataclass
@@ -178,6 +205,10 @@ class ExecOutput:
     timed_out: bool = False
     pending: bool = False
     """The command was still running at the input's ``wait_limit``; nothing else is set."""
+    elsewhere: bool = False
+    """(With ``pending``) nothing was started: the call reached a worker that cannot reach
+    the sandbox (a local activity runs on the workflow's worker); send it to the sandbox's
+    queue."""
 
 
 @dataclass

@@ -5,6 +5,7 @@ The worker holds the providers and the snapshot store; nothing of them reaches a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -17,7 +18,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from sandbank.durable.activities import SandboxActivities
 from sandbank.errors import SandbankError
 
-__all__ = ["DEFAULT_TASK_QUEUE", "build_worker", "workflow_runner"]
+__all__ = ["DEFAULT_TASK_QUEUE", "SandbankWorker", "build_worker", "workflow_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,62 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
+_WORKFLOW_ONLY_OPTIONS = frozenset(
+    {
+        "workflow_runner", "unsandboxed_workflow_runner", "workflow_failure_exception_types",
+        "max_cached_workflows", "max_concurrent_workflow_tasks", "nondeterminism_as_workflow_fail",
+        "nondeterminism_as_workflow_fail_for_types", "max_concurrent_workflow_task_polls",
+        "workflow_task_poller_behavior", "debug_mode", "disable_safe_workflow_eviction",
+        "sticky_queue_schedule_to_start_timeout", "workflow_instance_interceptor",
+    }
+)  # fmt: skip
+
+
+class SandbankWorker:
+    """The session workflows and sandbox activities on the shared task queue, plus the
+    sandbox activities again on this worker's own queue (``worker_queue``).
+
+    ``create`` runs on the shared queue (any worker); the sandbox it makes is pinned to the
+    creating worker's queue, and every later call for it goes there, so it always reaches a
+    worker that holds the sandbox. Workers with the same host and data directories share the
+    queue (a restarted worker picks it up again). Used like a Temporal ``Worker``:
+    ``async with``, ``run()``, ``shutdown()``.
+    """
+
+    def __init__(self, shared: Worker, pinned: Worker | None, worker_queue: str | None) -> None:
+        self.shared = shared
+        self.pinned = pinned
+        self.worker_queue = worker_queue
+
+    @property
+    def task_queue(self) -> str:
+        return self.shared.task_queue
+
+    def _workers(self) -> list[Worker]:
+        return [self.shared] + ([self.pinned] if self.pinned is not None else [])
+
+    async def run(self) -> None:
+        await asyncio.gather(*(w.run() for w in self._workers()))
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(w.shutdown() for w in self._workers()))
+
+    async def __aenter__(self) -> SandbankWorker:
+        entered: list[Worker] = []
+        try:
+            for w in self._workers():
+                await w.__aenter__()
+                entered.append(w)
+        except BaseException:
+            for w in reversed(entered):
+                await w.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.gather(*(w.__aexit__(*exc) for w in reversed(self._workers())))
+
+
 def build_worker(
     client: Client,
     activities: SandboxActivities,
@@ -40,15 +97,19 @@ def build_worker(
     task_queue: str = DEFAULT_TASK_QUEUE,
     workflows: Sequence[type] | None = None,
     extra_activities: Sequence[Callable[..., Any]] = (),
+    pin_sandboxes: bool = True,
     **options: Any,
-) -> Worker:
-    """A worker running the session workflows and every sandbox activity on ``task_queue``."""
+) -> SandbankWorker:
+    """A worker running the session workflows and every sandbox activity on ``task_queue``,
+    and the sandbox activities on its own queue (``activities.worker_queue_for(task_queue)``)
+    for the sandboxes it creates. ``pin_sandboxes=False`` leaves sandboxes on the shared
+    queue (only right when every worker reaches every sandbox)."""
     if workflows is None:
         from sandbank.durable.session import SessionWorkflow
 
         workflows = [SessionWorkflow]
     options.setdefault("graceful_shutdown_timeout", timedelta(seconds=5))
-    return Worker(
+    shared = Worker(
         client,
         task_queue=task_queue,
         workflows=list(workflows),
@@ -57,3 +118,14 @@ def build_worker(
         workflow_failure_exception_types=[SandbankError],
         **options,
     )
+    if not pin_sandboxes:
+        activities.worker_queue = None
+        return SandbankWorker(shared, None, None)
+    worker_queue = activities.worker_queue_for(task_queue)
+    activities.worker_queue = worker_queue
+    pinned_options = {k: v for k, v in options.items() if k not in _WORKFLOW_ONLY_OPTIONS}
+    pinned = Worker(
+        client, task_queue=worker_queue, activities=activities.activities(), **pinned_options
+    )
+    log.info("sandboxes created here are served on task queue %r", worker_queue)
+    return SandbankWorker(shared, pinned, worker_queue)

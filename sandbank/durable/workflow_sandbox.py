@@ -14,7 +14,8 @@ from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutType
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 with workflow.unsafe.imports_passed_through():
     from sandbank import errors as _errors
@@ -31,6 +32,7 @@ __all__ = ["ActivityOptions", "WorkflowSandbox", "from_failure"]
 
 R = TypeVar("R")
 _LOCAL_EXEC_PATCH = "sandbank-local-exec"
+_PINNED_PATCH = "sandbank-pinned-sandboxes"
 
 
 @dataclass
@@ -44,9 +46,17 @@ class ActivityOptions:
     local_exec_wait: timedelta | None = timedelta(seconds=2)
     """How long an exec first waits as a local activity (no server round trip: the fast
     path for short commands). A command still running then is collected by a regular,
-    heartbeating activity with the same exec id. None (or a ``task_queue``) skips it."""
+    heartbeating activity with the same exec id. None (or a ``task_queue``) skips it.
+    A local activity runs on the workflow's worker: when that is not the sandbox's worker it
+    starts nothing and says so, and the regular activity goes to the sandbox's queue."""
+    worker_timeout: timedelta | None = timedelta(seconds=30)
+    """How long a call for a sandbox pinned to its worker's queue waits for a worker to pick
+    it up (schedule-to-start). Past it the sandbox counts as lost with its worker
+    (``SandboxUnreachable``); a session then rebuilds it from its last checkpoint."""
     non_retryable: list[str] = field(default_factory=lambda: list(t.NON_RETRYABLE_ERROR_TYPES))
     task_queue: str | None = None
+    """The shared queue for ``create`` and for sandboxes not pinned to a worker (None: the
+    workflow's own). Calls for a pinned sandbox go to its worker's queue."""
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -123,17 +133,23 @@ class WorkflowSandbox:
         *,
         options: ActivityOptions | None = None,
     ) -> WorkflowSandbox:
-        """Create a sandbox on the worker's ``provider`` (the manifest as JSON)."""
+        """Create a sandbox on the worker's ``provider`` (the manifest as JSON).
+
+        Any worker on the shared queue creates it; the ref names that worker's own queue,
+        where every later call for this sandbox goes."""
         opts = options or ActivityOptions()
         out: t.CreateOutput = await _call(
             opts, t.CREATE, t.CreateInput(provider, manifest_json), t.CreateOutput
         )
-        return cls(out.sandbox, capabilities=out.capabilities, options=opts)
+        ref = out.sandbox
+        if ref.task_queue is not None and not workflow.patched(_PINNED_PATCH):
+            ref = replace(ref, task_queue=None)  # a run from before pinning replays unpinned
+        return cls(ref, capabilities=out.capabilities, options=opts)
 
     async def _call(self, name: str, arg: Any, result_type: type[R] | None, **kw: Any) -> R:
         if self._closed:
             raise _errors.SandboxClosed(self.id)
-        return await _call(self.options, name, arg, result_type, **kw)
+        return await _call(self.options, name, arg, result_type, ref=self.ref, **kw)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -186,6 +202,7 @@ class WorkflowSandbox:
             if out.pending:
                 out = None
         if out is None:
+            # Long commands, and a sandbox whose worker is not the workflow's.
             out = await self._call(
                 t.EXEC, inp, t.ExecOutput, start_to_close=limit + timedelta(minutes=1)
             )
@@ -298,7 +315,7 @@ class WorkflowSandbox:
     async def destroy(self) -> None:
         """Delete the sandbox; idempotent."""
         if not self._closed:
-            await _call(self.options, t.DESTROY, self.ref, None)
+            await _call(self.options, t.DESTROY, self.ref, None, ref=self.ref)
             self._closed = True
 
     async def __aenter__(self) -> WorkflowSandbox:
@@ -314,9 +331,11 @@ async def _call(
     arg: Any,
     result_type: type[R] | None,
     *,
+    ref: t.SandboxRef | None = None,
     start_to_close: timedelta | None = None,
     local: bool = False,
 ) -> R:
+    pinned = ref.task_queue if ref is not None else None
     try:
         if local:
             return await workflow.execute_local_activity(
@@ -330,12 +349,26 @@ async def _call(
             name,
             arg,
             result_type=result_type,
-            task_queue=opts.task_queue,
+            task_queue=pinned or opts.task_queue,
+            schedule_to_start_timeout=opts.worker_timeout if pinned else None,
             start_to_close_timeout=start_to_close or opts.start_to_close,
             heartbeat_timeout=opts.heartbeat,
             retry_policy=opts.retry_policy(),
         )
     except (ActivityError, ApplicationError) as err:  # a local activity's can be either
+        cause = err.cause if isinstance(err, ActivityError) else None
+        if (
+            ref is not None
+            and pinned
+            and isinstance(cause, TemporalTimeout)
+            and cause.type == TimeoutType.SCHEDULE_TO_START
+        ):
+            waited = opts.worker_timeout.total_seconds() if opts.worker_timeout else 0
+            raise t.SandboxUnreachable(
+                ref.sandbox_id,
+                f"no worker on its task queue {pinned!r} picked up {name} within {waited:g}s "
+                f"(the worker that holds it is gone)",
+            ) from err
         mapped = from_failure(err)
         if mapped is err:
             raise

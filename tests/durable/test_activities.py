@@ -89,3 +89,45 @@ async def test_50mb_file_keeps_history_small(client, task_queue, local_provider,
     history = await client.get_workflow_handle(wf_id).fetch_history()
     size = len(history.to_json().encode())
     assert size < 1024 * 1024, f"history is {size} bytes"
+
+
+def test_worker_queue_is_stable_per_host_and_disk(tmp_path):
+    from sandbank.providers.local import LocalProvider
+
+    def queue(state, **kw):
+        return SandboxActivities({"local": LocalProvider(state_dir=state)}, **kw).worker_queue_for(
+            "q"
+        )
+
+    same = queue(tmp_path / "a")
+    assert same == queue(tmp_path / "a")  # a worker restarted on the same disk
+    assert same.startswith("q@") and same != queue(tmp_path / "b")
+    assert queue(tmp_path / "a", locality="elsewhere") != same
+
+
+async def test_local_exec_on_another_worker_starts_nothing(local_provider):
+    import dataclasses
+
+    from temporalio.testing import ActivityEnvironment
+
+    from sandbank.durable import types as t
+
+    acts = SandboxActivities({"local": local_provider})
+    acts.worker_queue = "q@here-1"
+    box = await local_provider.create()
+    try:
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, is_local=True)
+        elsewhere = t.SandboxRef("local", box.id, "q@there-2")
+        inp = t.ExecInput(elsewhere, "e1", ["/bin/sh", "-c", "echo ran > ran"], wait_limit=2.0)
+        out = await env.run(acts.exec, inp)
+        assert out.pending and out.elsewhere
+        assert "ran" not in [e.path for e in await box.list_tree(".")]
+        # On the sandbox's own worker it runs (locally too).
+        here = dataclasses.replace(elsewhere, task_queue="q@here-1")
+        out = await env.run(acts.exec, dataclasses.replace(inp, sandbox=here))
+        assert out.exit_code == 0 and not out.pending
+        assert await box.read_file("ran") == b"ran\n"
+    finally:
+        await acts.aclose()
+        await local_provider.destroy(box.id)

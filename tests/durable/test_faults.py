@@ -452,74 +452,176 @@ async def test_temporal_restart_sessions_continue(faults: Faults, bwrap: str) ->
     await mgr.stop(sid)
 
 
-# -- 5. a turn lands on another worker ------------------------------------------------------
+# -- 5. two workers on separate disks ------------------------------------------------------
 
 
-@pytest.mark.slow
-async def test_turn_on_another_worker_rehydrates_from_checkpoint(
-    faults: Faults, bwrap: str
-) -> None:
+async def sandbox_disk(states: dict[str, Path], sandbox_id: str) -> list[str]:
+    """The workers (by name) whose local state directory holds ``sandbox_id``."""
     from sandbank.providers.local import LocalProvider
 
-    state_a, state_b = faults.tmp / "local-a", faults.tmp / "local-b"
-    a = await faults.worker("worker-a", state_dir=state_a)
-    mgr = faults.manager
-    sid = await mgr.start("local", release_after=3600)
-    try:
-        script = "mkdir -p src && head -c 300000 /dev/urandom > src/blob && echo x > src/t.txt"
-        r1 = await send(mgr, sid, sh(script, "sha256sum src/blob src/t.txt"))
-        assert r1.error is None and r1.checkpoint, r1.error
-        sums = r1.steps[1].stdout
-        a.stop()
-        await faults.worker("worker-b", state_dir=state_b)
-        r2 = await send(mgr, sid, sh("sha256sum src/blob src/t.txt"))
-        assert r2.error is None, r2.error
-        assert r2.recovered and r2.steps[0].stdout == sums
-        info = await mgr.describe(sid)
-        assert info.sandbox_id in [s.id for s in await LocalProvider(state_dir=state_b).list()]
-        assert "rehydrated" in kinds(await mgr.history(sid))
-        await mgr.stop(sid)
-        assert await LocalProvider(state_dir=state_b).list() == []
-    finally:
-        # Worker A's sandbox stays on A's disk (no one can reach it but A).
-        leftover = LocalProvider(state_dir=state_a)
-        for box in await leftover.list():
-            await leftover.destroy(box.id)
+    return [
+        name
+        for name, state in states.items()
+        if sandbox_id in [b.id for b in await LocalProvider(state_dir=state).list()]
+    ]
+
+
+async def activity_routing(client: Client, sid: str) -> list[tuple[str, str, str]]:
+    """(activity type, task queue, identity of the worker that started it) for every regular
+    activity the session scheduled, from its history."""
+    scheduled: dict[int, tuple[str, str]] = {}
+    rows: list[tuple[str, str, str]] = []
+    async for event in client.get_workflow_handle(sid).fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            scheduled[event.event_id] = (attrs.activity_type.name, attrs.task_queue.name)
+        elif event.HasField("activity_task_started_event_attributes"):
+            started = event.activity_task_started_event_attributes
+            name, queue = scheduled[started.scheduled_event_id]
+            rows.append((name, queue, started.identity))
+    return rows
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="known bug: sandbox activities are not routed to the worker that holds the sandbox; "
-    "with two live workers on separate disks an activity that lands on the other worker gets "
-    "SandboxNotFound, the session rebuilds from the last checkpoint, work since it is lost and "
-    "the abandoned sandbox leaks (eager activity dispatch hides it most of the time, so the "
-    "workers here run without it)",
-    strict=False,
-)
 async def test_two_live_workers_with_separate_disks(faults: Faults, bwrap: str) -> None:
-    from sandbank.providers.local import LocalProvider
-
+    """Every call for a sandbox lands on the worker that holds it: activities (no eager
+    dispatch here, so matching picks a worker), long execs past the local-activity wait,
+    and the local-activity fast path when the workflow runs on the other worker."""
     state_a, state_b = faults.tmp / "local-a", faults.tmp / "local-b"
+    states = {"worker-a": state_a, "worker-b": state_b}
     await faults.worker("worker-a", state_dir=state_a, extra=("--no-eager",))
     await faults.worker("worker-b", state_dir=state_b, extra=("--no-eager",))
     mgr = faults.manager
-    sid = await mgr.start("local", release_after=3600)
-    try:
+    # Several sessions: each one's workflow and sandbox land on either worker, so some run
+    # their workflow on one worker and their sandbox on the other.
+    sids = [await mgr.start("local", release_after=3600) for _ in range(4)]
+
+    async def converse(sid: str) -> None:
         expected = ""
         for n in range(5):
             expected += f"{n}\n"
             steps = [
                 Step("write", path=f"f{n}", content=f"{n}\n"),
-                Step("exec", cmd=f"cat f{n} >> log"),
+                Step("exec", cmd=f"cat f{n} >> log" + ("; sleep 3" if n == 2 else "")),
                 Step("read", path="log"),
+                Step("exec", cmd="cat log"),
             ]
             r = await send(mgr, sid, Turn(steps=steps))
             assert r.error is None, r.error
-            assert r.steps[2].content == expected
-        assert "sandbox_lost" not in kinds(await mgr.history(sid))
-        await mgr.stop(sid)
+            assert not r.recovered
+            assert r.steps[2].content == expected and r.steps[3].stdout == expected
+
+    try:
+        await asyncio.gather(*(converse(sid) for sid in sids))
+        split = 0
+        for sid in sids:
+            history = await mgr.history(sid)
+            assert "sandbox_lost" not in kinds(history), [e.detail for e in history]
+            assert [e.detail for e in history if e.kind == "error"] == []
+            info = await mgr.describe(sid)
+            assert info.sandbox_id
+            holders = await sandbox_disk(states, info.sandbox_id)
+            assert len(holders) == 1, holders
+            # Every sandbox call went to the holder's own queue and ran on the holder.
+            routing = await activity_routing(faults.client, sid)
+            sandbox_calls = [r for r in routing if r[0] != "sandbank.create"]
+            assert sandbox_calls, routing
+            queues = {queue for _, queue, _ in sandbox_calls}
+            assert len(queues) == 1 and queues != {faults.task_queue}, queues
+            assert {who for _, _, who in sandbox_calls} == set(holders), routing
+            # The creating worker made exactly one sandbox: nothing was rebuilt or leaked.
+            creates = [r for r in routing if r[0] == "sandbank.create"]
+            assert [who for _, _, who in creates] == holders
+            workflow_workers = {
+                e.workflow_task_started_event_attributes.identity
+                async for e in mgr.handle(sid).fetch_history_events()
+                if e.HasField("workflow_task_started_event_attributes")
+            }
+            split += bool(workflow_workers - set(holders))
+        print(f"\n{split} of {len(sids)} sessions ran workflow tasks on the other worker")
+        for sid in sids:
+            await mgr.stop(sid)
+        for state in states.values():
+            assert await _list(state) == []
     finally:
-        for state in (state_a, state_b):
-            leftover = LocalProvider(state_dir=state)
-            for box in await leftover.list():
-                await leftover.destroy(box.id)
+        for state in states.values():
+            await _destroy_all(state)
+
+
+async def _list(state: Path) -> list[Any]:
+    from sandbank.providers.local import LocalProvider
+
+    return await LocalProvider(state_dir=state).list()
+
+
+async def _destroy_all(state: Path) -> None:
+    from sandbank.providers.local import LocalProvider
+
+    leftover = LocalProvider(state_dir=state)
+    for box in await leftover.list():
+        await leftover.destroy(box.id)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["stopped-between-turns", "killed-mid-turn"])
+async def test_sandbox_worker_gone_rebuilds_on_another_worker(
+    faults: Faults, bwrap: str, how: str
+) -> None:
+    """The sandbox's worker goes away for good: after ``worker_timeout`` with no worker on
+    its queue, the session rebuilds from the last checkpoint on the other worker."""
+    bound = 8.0
+    state_a, state_b = faults.tmp / "local-a", faults.tmp / "local-b"
+    states = {"worker-a": state_a, "worker-b": state_b}
+    workers = {"worker-a": await faults.worker("worker-a", state_dir=state_a)}
+    if how == "killed-mid-turn":
+        workers["worker-b"] = await faults.worker("worker-b", state_dir=state_b)
+    mgr = faults.manager
+    sid = await mgr.start("local", release_after=3600, worker_timeout=bound)
+    try:
+        script = "mkdir -p src && head -c 300000 /dev/urandom > src/blob && echo x > src/t.txt"
+        r1 = await send(mgr, sid, sh(script, "sha256sum src/blob src/t.txt"))
+        assert r1.error is None and r1.checkpoint, r1.error
+        sums = r1.steps[1].stdout
+        first = await mgr.describe(sid)
+        assert first.sandbox_id
+        [holder] = await sandbox_disk(states, first.sandbox_id)
+        if how == "stopped-between-turns":
+            workers[holder].stop()
+            survivor = await faults.worker("worker-b", state_dir=state_b)
+            gone = time.monotonic()
+            r2 = await send(mgr, sid, sh("sha256sum src/blob src/t.txt"))
+        else:
+            survivor = workers["worker-b" if holder == "worker-a" else "worker-a"]
+            workspace = await host_workspace(states[holder], first.sandbox_id)
+            cmd = "echo run >> runs.log; sleep 4; sha256sum src/blob src/t.txt"
+            turn = asyncio.create_task(send(mgr, sid, sh(cmd)))
+            await wait_for(
+                lambda: asyncio.to_thread((workspace / "runs.log").exists), 30, "the command"
+            )
+            workers[holder].sigkill()
+            gone = time.monotonic()
+            r2 = await asyncio.wait_for(turn, 120)
+        took = time.monotonic() - gone
+        print(f"\n[{how}] worker gone -> turn done on {survivor.name}: {took:.2f}s "
+              f"(worker_timeout {bound:g}s)")  # fmt: skip
+        assert r2.error is None, r2.error
+        assert r2.recovered and r2.steps[0].stdout.endswith(sums)
+        assert took >= bound
+        info = await mgr.describe(sid)
+        assert info.sandbox_id and info.sandbox_id != first.sandbox_id
+        assert await sandbox_disk(states, info.sandbox_id) == [survivor.name]
+        history = await mgr.history(sid)
+        lost = [e.detail for e in history if e.kind == "sandbox_lost"]
+        assert len(lost) == 1 and "picked up" in lost[0], lost
+        abandoned = [e.detail for e in history if e.kind == "sandbox_abandoned"]
+        assert len(abandoned) == 1 and first.sandbox_id in abandoned[0]
+        assert "rehydrated" in kinds(history)
+        if how == "killed-mid-turn":  # the turn ran again from the checkpoint, once
+            r3 = await send(mgr, sid, sh("cat runs.log"))
+            assert r3.steps[0].stdout == "run\n"
+        await mgr.stop(sid)
+        assert await _list(states[survivor.name]) == []
+    finally:
+        # The gone worker's sandbox stays on its disk (no one can reach it but that worker).
+        for state in states.values():
+            await _destroy_all(state)
