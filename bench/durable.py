@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,8 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from sandbank.durable.workflow_sandbox import WorkflowSandbox
+
+from sandbank.durable.worker_process import WorkerProcess
 
 LIMITS = {
     "exec_added_p50_ms": 30.0,
@@ -112,53 +113,6 @@ async def wait_until(check: Callable[[], Awaitable[Any]], timeout: float, what: 
         await asyncio.sleep(0.05)
 
 
-class WorkerProc:
-    """``python -m sandbank worker`` in its own process group (so SIGKILL is a real crash)."""
-
-    def __init__(self, name: str, address: str, queue: str, store: str, state: Path, tmp: Path):
-        self.name = name
-        self.log = tmp / f"{name}.log"
-        argv = [
-            sys.executable, "-m", "sandbank", "worker", "--address", address,
-            "--task-queue", queue, "--store", store, "--state-dir", str(state),
-            "--identity", name,
-        ]  # fmt: skip
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    async def ready(self, timeout: float = 60) -> None:
-        async def up() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker {self.name} exited:\n{self.log.read_text()[-2000:]}")
-            return "worker on task queue" in self.log.read_text(errors="replace")
-
-        await wait_until(up, timeout, f"worker {self.name}")
-
-    def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-
-
 async def pending_exec(handle: Any) -> Any:
     """The exec activity once a worker has started it (it then names the worker)."""
     desc = await handle.describe()
@@ -222,7 +176,14 @@ async def bench_kill(client: Any, svc: Any, store_url: str, tmp: Path) -> dict[s
     queue = f"bench-kill-{uuid.uuid4().hex[:6]}"
     state = tmp / "local-kill"
     workers = {
-        name: WorkerProc(name, svc.address, queue, store_url, state, tmp)
+        name: WorkerProcess(
+            name,
+            address=svc.address,
+            task_queue=queue,
+            store=store_url,
+            state_dir=state,
+            log_dir=tmp,
+        )
         for name in ("worker-a", "worker-b")
     }
     try:
@@ -430,7 +391,14 @@ async def bench_sleeping(
 
     queue = f"bench-sleep-{uuid.uuid4().hex[:6]}"
     state = tmp / "local-sleep"
-    worker = WorkerProc("worker-sleep", svc.address, queue, store_url, state, tmp)
+    worker = WorkerProcess(
+        "worker-sleep",
+        address=svc.address,
+        task_queue=queue,
+        store=store_url,
+        state_dir=state,
+        log_dir=tmp,
+    )
     try:
         await worker.ready()
         rss_idle = worker.rss_mb()

@@ -17,8 +17,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +29,8 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.table import Table
+
+from sandbank.durable.worker_process import WorkerProcess
 
 __all__ = ["demo_command", "run_demo"]
 
@@ -46,37 +46,6 @@ class StepRecord:
     status: str = "ok"  # ok, failed, skipped
     seconds: float = 0.0
     detail: str = ""
-
-
-@dataclass
-class _Worker:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    async def ready(self, timeout: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout
-        while "worker on task queue" not in self.log.read_text(errors="replace"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log.read_text(errors="replace")[-1500:]
-                raise RuntimeError(f"worker {self.name} did not start:\n{tail}")
-            await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
 
 
 def _mib(n: int) -> str:
@@ -119,7 +88,7 @@ class Demo:
         self.image = image
         self.use_docker = use_docker
         self.steps: list[StepRecord] = []
-        self.workers: list[_Worker] = []
+        self.workers: list[WorkerProcess] = []
         self.sandboxes: set[tuple[str, str]] = set()
         self.sessions: list[str] = []
         self.queue = f"demo-{uuid.uuid4().hex[:8]}"
@@ -150,21 +119,13 @@ class Demo:
         console.print(f"   {mark} {record.seconds:6.2f}s  {record.detail}", highlight=False)
         return record.status != "failed"
 
-    def spawn_worker(self) -> _Worker:
+    def spawn_worker(self) -> WorkerProcess:
         self._worker_seq += 1
         name = f"worker-{self._worker_seq}"
-        log = self.root / f"{name}.log"
-        argv = [
-            sys.executable, "-m", "sandbank", "worker", "--address", self.server.address,
-            "--task-queue", self.queue, "--store", self.store_url,
-            "--state-dir", str(self.state_dir), "--identity", name,
-        ]  # fmt: skip
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        worker = _Worker(name, proc, log)
+        worker = WorkerProcess(
+            name, address=self.server.address, task_queue=self.queue, store=self.store_url,
+            state_dir=self.state_dir, log_dir=self.root,
+        )  # fmt: skip
         self.workers.append(worker)
         return worker
 
