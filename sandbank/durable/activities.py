@@ -652,22 +652,17 @@ async def _start_detached(
     started here: another provider (docker keeps exec processes alive by itself), or a
     record that an earlier attempt already started.
     """
-    build = getattr(box, "_argv", None)
-    if box.host_path is not None and not await asyncio.to_thread(os.path.isdir, box.host_path):
-        raise SandboxLost(box.id, f"its workspace {box.host_path} is gone")
-    tmp_dir = getattr(box.provider, "_tmp_dir", None)
-    if box.provider.name != "local" or build is None or tmp_dir is None:
-        return None
     from sandbank.providers.base import ExecRequest
-    from sandbank.providers.local import DEFAULT_PATH, sandbox_env
+    from sandbank.providers.local import LocalSandbox
 
+    if not isinstance(box, LocalSandbox):
+        return None
+    if not await asyncio.to_thread(os.path.isdir, box.host_path):
+        raise SandboxLost(box.id, f"its workspace {box.host_path} is gone")
     merged = {**box.manifest.env, **(env or {})}
-    cmd, cwd = build(ExecRequest(argv=argv, cwd=".", env=merged, stdin=None, timeout=None))
-    if getattr(box.provider, "isolation_mode", "") == "none":
-        proc_env = sandbox_env(merged, home=box.host_path or "/")
-    else:
-        proc_env = {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
-    record = os.path.join(tmp_dir(box.id), ".sandbank", "exec", exec_id)
+    request = ExecRequest(argv=argv, cwd=".", env=merged, stdin=None, timeout=None)
+    cmd, cwd, proc_env = box.host_command(request)
+    record = os.path.join(box.tmp_dir, ".sandbank", "exec", exec_id)
     if await asyncio.to_thread(os.path.exists, record):
         return None
     # The wrapper's framed result goes to an unlinked file, not a pipe: if this worker dies

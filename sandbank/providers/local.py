@@ -704,6 +704,22 @@ class LocalSandbox(Sandbox):
 
     # commands
 
+    def host_command(self, request: ExecRequest) -> tuple[list[str], str | None, dict[str, str]]:
+        """The host process (argv, cwd, environment) that runs ``request`` in this sandbox.
+
+        ``exec`` runs it; a durable worker runs it detached so the command outlives the
+        worker (the ``durable_exec`` capability).
+        """
+        argv, cwd = self._argv(request)
+        if self.provider.isolation_mode == "none":
+            return argv, cwd, sandbox_env(request.env, home=self.host_path)
+        return argv, cwd, {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
+
+    @property
+    def tmp_dir(self) -> str:
+        """The host directory that is this sandbox's ``/tmp``."""
+        return self.provider._tmp_dir(self.id)
+
     def _argv(self, request: ExecRequest) -> tuple[list[str], str | None]:
         provider = self.provider
         if provider.isolation_mode == "none":
@@ -728,12 +744,7 @@ class LocalSandbox(Sandbox):
     async def _exec(self, request: ExecRequest, output: OutputCollector) -> ExecResult:
         await self.provider.check()
         await asyncio.to_thread(self._preflight, request.cwd)
-        argv, cwd = self._argv(request)
-        env = None
-        if self.provider.isolation_mode == "none":
-            env = sandbox_env(request.env, home=self.host_path)
-        else:
-            env = {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
+        argv, cwd, env = self.host_command(request)
         log.debug("exec in %s: %s", self.id, request.argv)
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.subprocess_exec(
