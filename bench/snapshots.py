@@ -15,6 +15,12 @@ Phases: full snapshot; snapshot with no change; after ``mutate --kind big`` (1 M
 one large file); after ``mutate --kind small`` (256 small files rewritten); restore of the last
 snapshot into an empty directory. Each tool runs every phase on the same tree.
 
+With a docker engine (``DOCKER_HOST``; image ``sandbank-test:bookworm`` or
+``SANDBANK_BENCH_IMAGE``), two more side-by-side figures, in alternating rounds
+(``--docker-rounds``, 0 skips them): the restore of the last snapshot into an empty docker
+sandbox against the raw ``put_archive`` of a tar of the same tree, and a full snapshot of a
+docker sandbox holding the tree against the raw ``get_archive`` of its workspace.
+
 Fairness: before every measured operation the page cache is flushed (``sync`` and
 ``drop_caches``, as root; with ``--warm``, or when that is not allowed, the workspace is
 read once instead so every tool starts warm), and every measured time includes a final
@@ -297,6 +303,112 @@ class Restic(Tool):
         return dir_objects(self.repo)
 
 
+# -- docker: restore into and snapshot of a container, against the engine's raw archive API --
+
+
+DOCKER_IMAGE = "sandbank-test:bookworm"
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+async def docker_figures(
+    conditions: Conditions, tool: Sandbank, ws: Path, work: Path, rounds: int
+) -> dict[str, Any] | None:
+    """Side by side, alternating rounds so machine noise lands on both:
+
+    * restore of the last snapshot into an empty docker sandbox, against the raw
+      ``put_archive`` of a tar of the same tree (``tar -cf``, read from a file in 1 MiB
+      pieces) into another empty sandbox;
+    * a full snapshot of a docker sandbox holding the tree (the generic ``export_tar``
+      path), against the raw ``get_archive`` of its workspace, read to the end.
+
+    Sandbox creation is not timed. Returns None when no docker engine answers.
+    """
+    from sandbank.providers.docker import DockerProvider
+
+    provider = DockerProvider(image=os.environ.get("SANDBANK_BENCH_IMAGE", DOCKER_IMAGE))
+    try:
+        await provider.check()
+    except Exception as exc:  # any failure means: no docker figures
+        log(f"docker: not available ({exc}); skipping the docker figures")
+        await provider.aclose()
+        return None
+    assert tool.last is not None
+    tar_path = work / "raw.tar"
+    await asyncio.to_thread(
+        subprocess.run, ["tar", "-C", str(ws), "-cf", str(tar_path), "."], check=True
+    )
+    files, _ = tree_summary(ws)
+    restore: dict[str, list[float]] = {"sandbank": [], "raw_put_archive": []}
+    snap: dict[str, list[float]] = {"sandbank": [], "raw_get_archive": []}
+
+    def put_raw(box: Any) -> None:
+        with open(tar_path, "rb") as fh:
+            box._put_archive("/workspace", iter(lambda: fh.read(1024 * 1024), b""))
+
+    def get_raw(box: Any) -> None:
+        response = box._get_archive("/workspace", ".")
+        try:
+            for _ in response.iter_content(1024 * 1024):
+                pass
+        finally:
+            response.close()
+
+    async def count_files(box: Any) -> int:
+        return sum(e.type == "file" for e in await box.list_tree())
+
+    try:
+        for i in range(rounds):
+            order = ("sandbank", "raw") if i % 2 == 0 else ("raw", "sandbank")
+            for which in order:
+                async with provider.sandbox() as box:
+                    await asyncio.to_thread(conditions.reset)
+                    started = time.perf_counter()
+                    if which == "sandbank":
+                        await tool.store.restore(tool.last, box)
+                    else:
+                        await asyncio.to_thread(put_raw, box)
+                    seconds = time.perf_counter() - started
+                    key = "sandbank" if which == "sandbank" else "raw_put_archive"
+                    restore[key].append(round(seconds, 3))
+                    got = await count_files(box)
+                    log(f"docker restore {which}: {seconds:.2f}s, {got} files")
+                    if got != files:
+                        raise SystemExit(f"docker restore {which}: {got} files, want {files}")
+                    if which == "sandbank":
+                        # the same box, now holding the tree, is the snapshot source
+                        for how in order:
+                            started = time.perf_counter()
+                            if how == "sandbank":
+                                await tool.store.snapshot(box)
+                            else:
+                                await asyncio.to_thread(get_raw, box)
+                            seconds = time.perf_counter() - started
+                            key = "sandbank" if how == "sandbank" else "raw_get_archive"
+                            snap[key].append(round(seconds, 3))
+                            log(f"docker snapshot {how}: {seconds:.2f}s")
+    finally:
+        await provider.aclose()
+        tar_path.unlink(missing_ok=True)
+    out: dict[str, Any] = {"rounds": rounds, "files": files}
+    for name, runs, raw in (
+        ("restore_into_docker", restore, "raw_put_archive"),
+        ("snapshot_of_docker", snap, "raw_get_archive"),
+    ):
+        sb, rw = _median(runs["sandbank"]), _median(runs[raw])
+        out[name] = {
+            "sandbank_seconds": sb,
+            f"{raw}_seconds": rw,
+            "ratio": round(sb / rw, 4),
+            "sandbank_seconds_all": runs["sandbank"],
+            f"{raw}_seconds_all": runs[raw],
+        }
+    return out
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -314,7 +426,9 @@ async def timed(
     return {"seconds": round(seconds, 3), "bytes_written": nbytes, "objects_written": nobjects}
 
 
-async def run(profile: str, warm: bool, keep: bool, rotate: int = 0) -> dict[str, Any]:
+async def run(
+    profile: str, warm: bool, keep: bool, rotate: int = 0, docker_rounds: int = 3
+) -> dict[str, Any]:
     from sandbank.testing.services import start_seaweedfs
 
     source = cached_workspace(profile)
@@ -361,13 +475,23 @@ async def run(profile: str, warm: bool, keep: bool, rotate: int = 0) -> dict[str
         for t in (file_tool, s3_tool):
             for phase, extra in t.stats.items():
                 results[t.name][phase]["store_stats"] = extra
+        docker = (
+            await docker_figures(conditions, file_tool, ws, work, docker_rounds)
+            if docker_rounds
+            else None
+        )
     finally:
         for tool in tools:
             await tool.close()
         s3.stop()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
-    return {"profile": profile, "conditions": conditions.name, "results": results}
+    return {
+        "profile": profile,
+        "conditions": conditions.name,
+        "results": results,
+        "docker": docker,
+    }
 
 
 def median_results(all_runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
@@ -382,7 +506,9 @@ def median_results(all_runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[
     return out
 
 
-def targets(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def targets(
+    results: dict[str, dict[str, Any]], docker: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     sb, oa, rs = results["sandbank_file"], results["openai_agents"], results["restic"]
     out: dict[str, dict[str, Any]] = {}
 
@@ -402,6 +528,10 @@ def targets(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     target(
         "restore_vs_openai_hydrate_time", sb["restore"]["seconds"] / oa["restore"]["seconds"], 1.0
     )
+    if docker is not None:
+        target(
+            "restore_into_docker_vs_raw_put_archive", docker["restore_into_docker"]["ratio"], 1.3
+        )
     return out
 
 
@@ -431,6 +561,18 @@ def print_table(data: dict[str, Any]) -> None:
         ]
         s3 = results["sandbank_s3"][phase]["seconds"] / results["restic"][phase]["seconds"]
         print(f"  {phase:<8} " + "   ".join(parts) + f"   (sandbank s3:// / restic: {s3:.3f})")
+    docker = data.get("docker")
+    if docker:
+        print(f"\ndocker (empty sandbox, median of {docker['rounds']} alternating rounds)")
+        for name, raw in (
+            ("restore_into_docker", "raw_put_archive"),
+            ("snapshot_of_docker", "raw_get_archive"),
+        ):
+            d = docker[name]
+            print(
+                f"  {name:<22} sandbank {d['sandbank_seconds']:>7.2f}s   "
+                f"{raw} {d[f'{raw}_seconds']:>7.2f}s   ratio {d['ratio']:.3f}"
+            )
     print("\ntargets")
     for name, t in data["targets"].items():
         verdict = "met" if t["met"] else "MISSED"
@@ -446,15 +588,24 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="run N times (tool order rotated), report medians"
     )
+    parser.add_argument(
+        "--docker-rounds",
+        type=int,
+        default=3,
+        help="rounds of the docker figures (restore into / snapshot of a container); 0: skip",
+    )
     args = parser.parse_args()
-    runs = [asyncio.run(run(args.profile, args.warm, args.keep, i)) for i in range(args.repeat)]
+    runs = [
+        asyncio.run(run(args.profile, args.warm, args.keep, i, args.docker_rounds))
+        for i in range(args.repeat)
+    ]
     data = runs[0]
     if len(runs) > 1:
         each = [r["results"] for r in runs]
         data["runs"] = each
         data["results"] = median_results(each)
     data["repeat"] = len(runs)
-    data["targets"] = targets(data["results"])
+    data["targets"] = targets(data["results"], data.get("docker"))
     print_table(data)
     if args.json:
         print(json.dumps(data, sort_keys=True))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Callable
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 
-__all__ = ["CHUNK", "SyncReader", "stream_from_thread"]
+__all__ = ["CHUNK", "PipeClosed", "SyncReader", "ThreadPipe", "stream_from_thread"]
 
 CHUNK = 1024 * 1024
 T = TypeVar("T")
@@ -114,3 +116,75 @@ async def stream_from_thread(produce: Callable[[BinaryIO], object]) -> AsyncIter
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.get(), timeout=0.1)
             task.exception()
+
+
+class PipeClosed(BrokenPipeError):
+    """The reading side of a ``ThreadPipe`` gave up; the writer should stop."""
+
+
+_EOF = object()
+
+
+class ThreadPipe:
+    """A bounded pipe of byte chunks from one thread to another, with no event loop between.
+
+    The writer calls ``write`` (file-like: each call becomes one chunk, so write big pieces)
+    and then ``finish()``, or ``finish(exc)`` to make the reader raise ``exc``. The reader
+    iterates (for example as a chunked HTTP request body) and calls ``abort()`` when it stops,
+    which makes a blocked or later ``write`` raise ``PipeClosed``. At most ``depth`` chunks
+    wait in between.
+    """
+
+    def __init__(self, depth: int = 8) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(depth)
+        self._aborted = threading.Event()
+        self.bytes = 0
+
+    # writer side
+
+    def write(self, data: bytes) -> int:
+        if data:
+            self._put(data)
+            self.bytes += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        with contextlib.suppress(PipeClosed):
+            self._put(_EOF if exc is None else exc)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._aborted.is_set():
+                raise PipeClosed("the reader of this pipe stopped")
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    # reader side
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._aborted.is_set():
+                    raise PipeClosed("this pipe was aborted") from None
+                continue
+            if item is _EOF:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+
+    def abort(self) -> None:
+        """Stop both sides: a waiting writer raises ``PipeClosed``, and so does the reader."""
+        self._aborted.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal, TypeVar
 
@@ -30,7 +30,7 @@ import docker
 import docker.errors
 import requests
 
-from sandbank._streams import CHUNK, SyncReader, stream_from_thread
+from sandbank._streams import CHUNK, PipeClosed, SyncReader, ThreadPipe, stream_from_thread
 from sandbank.errors import (
     ConfigurationError,
     ExecTimeout,
@@ -989,6 +989,11 @@ class DockerSandbox(Sandbox):
         return unchecked
 
     def _put_spool(self, spool: BinaryIO, unchecked: set[str]) -> None:
+        self._check_parents_sync(unchecked)
+        spool.seek(0)
+        self._put_archive(WORKSPACE, iter(lambda: spool.read(CHUNK), b""))
+
+    def _check_parents_sync(self, unchecked: Iterable[str]) -> None:
         # Parents the archive does not create itself may be symlinks already in the sandbox.
         # Missing ones are made here, else the engine would make them owned by root.
         for parent in sorted(unchecked):
@@ -997,8 +1002,67 @@ class DockerSandbox(Sandbox):
                 self._mkdir_sync(parent)
             elif target.stat.is_link:
                 self._follow_sync(parent, target)
-        spool.seek(0)
-        self._put_archive(WORKSPACE, iter(lambda: spool.read(CHUNK), b""))
+
+    async def _import_planned_tar(
+        self, members: Sequence[tarfile.TarInfo], produce: Callable[[BinaryIO], object]
+    ) -> None:
+        """Stream a tar straight into the container, without spooling it first.
+
+        For writers that know every member header before the first byte, such as the
+        snapshot store. ``members`` are those headers, in archive order (name, type and
+        link name matter); ``produce(file)`` must write exactly those members, in that order.
+        All of them are checked here, with the same ``TarGuard`` as ``import_tar``, before
+        anything is sent: a member that would leave the workspace, go through a symlink of
+        the archive, be a device or a hard link fails the call with nothing touched. Names
+        must already be normalized (the archive is not rewritten in flight).
+
+        Unlike ``import_tar``, a failure of ``produce`` part way (a corrupt or unreachable
+        store object, say) leaves the members sent so far in the sandbox: the engine extracts
+        as it reads. The caller cleans up (the store empties a target that was empty).
+        """
+        guard = TarGuard()
+        created: set[str] = set()
+        unchecked: set[str] = set()
+        for member in members:
+            if member.islnk():
+                raise ConfigurationError(f"tar member {member.name!r}: hard links are not planned")
+            path = guard.check(member)
+            if path != member.name.rstrip("/") or path == ".":
+                raise WorkspacePathError(member.name, "is not a normalized tar member name")
+            parent = path.rpartition("/")[0]
+            if parent and parent not in created:
+                unchecked.add(parent)
+            if member.isdir():
+                created.add(path)
+        await self._files(lambda: self._check_parents_sync(unchecked))
+        pipe = ThreadPipe()
+
+        def write() -> None:
+            try:
+                produce(pipe)  # type: ignore[arg-type]
+            except BaseException as exc:
+                pipe.finish(exc)
+                raise
+            pipe.finish()
+
+        def put() -> None:
+            try:
+                self._put_archive(WORKSPACE, iter(pipe))
+            finally:
+                pipe.abort()  # the writer stops if the engine gave up early
+
+        writer = asyncio.ensure_future(asyncio.to_thread(write))
+        try:
+            with self._errors():
+                await asyncio.to_thread(put)
+        except BaseException:
+            pipe.abort()
+            with contextlib.suppress(PipeClosed):
+                await writer  # the producer's own error, if it failed first, explains best
+            raise
+        finally:
+            pipe.abort()
+        await writer
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ class BlobSource:
             self._spool.cleanup()
 
 
-def needed_blobs(entries: list[tuple[bytes, Node]]) -> set[bytes]:
+def needed_blobs(entries: Sequence[tuple[bytes, Node]]) -> set[bytes]:
     out: set[bytes] = set()
     for _, node in entries:
         if node.chunks:
@@ -463,43 +463,219 @@ def plan_sandbox(entries: list[tuple[bytes, Node]], existing: Sequence[FileEntry
     return SandboxPlan(remove, new_dirs + writes + dirs, counts, counts.bytes_written)
 
 
+def tar_members(items: Sequence[tuple[bytes, Node]]) -> list[tarfile.TarInfo]:
+    """The member headers ``write_tar(items=items)`` writes, in order (for a provider's check)."""
+    out = []
+    for path, node in items:
+        info = tarfile.TarInfo(os.fsdecode(path))
+        if node.type == "dir":
+            info.type = tarfile.DIRTYPE
+        elif node.type == "symlink":
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.fsdecode(node.target or b"")
+        else:
+            info.size = node.size
+        out.append(info)
+    return out
+
+
+_TYPEFLAG = {"file": b"0", "dir": b"5", "symlink": b"2"}
+_OCTAL_LIMIT = 8**11
+_BLOCK = 512
+_RECORD = 20 * _BLOCK
+_FLUSH = 4 * 1024 * 1024
+_BATCH = 4 * 1024 * 1024
+_ZEROS = bytes(_RECORD)
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    n = len(body) + 1
+    while len(str(n)) + len(body) != n:
+        n = len(str(n)) + len(body)
+    return b"%d" % n + body
+
+
+_UID_GID = b"0000000\x000000000\0"
+_MAGIC_DEVS = b"ustar\x0000" + bytes(64) + b"0000000\x000000000\0"  # magic .. devminor
+_CHECKSUM_BASE = sum(_UID_GID) + sum(_MAGIC_DEVS) + 8 * ord(" ")
+
+
+def _header_block(
+    name: bytes, typeflag: bytes, mode: int, size: int, mtime: int, linkname: bytes
+) -> bytes:
+    """One ustar header block (the checksum sums only the fields that vary)."""
+    fields = b"%07o\0" % mode
+    numbers = b"%011o\0%011o\0" % (size, mtime)
+    checksum = _CHECKSUM_BASE + sum(name) + sum(fields) + sum(numbers) + typeflag[0] + sum(linkname)
+    return b"".join(
+        (
+            name,
+            _ZEROS[: 100 - len(name)],
+            fields,
+            _UID_GID,
+            numbers,
+            b"%06o\0 " % checksum,
+            typeflag,
+            linkname,
+            _ZEROS[: 100 - len(linkname)],
+            _MAGIC_DEVS,
+            _ZEROS[:167],
+        )
+    )
+
+
+def _ascii_fits(value: bytes) -> bool:
+    return len(value) <= 100 and value.isascii()
+
+
+def tar_header(path: bytes, node: Node) -> bytes:
+    """The header block(s) of one member, as Python's tarfile (PAX format) would read them.
+
+    Plain ustar when it can hold everything; otherwise a PAX extended header carries the
+    long or non-ASCII path and link target (raw bytes, ``hdrcharset=BINARY`` when they are
+    not UTF-8), a sub-second mtime (in nanoseconds) and a size of 8 GiB or more.
+    """
+    name = path + b"/" if node.type == "dir" else path
+    link = node.target or b"" if node.type == "symlink" else b""
+    size = node.size if node.type == "file" else 0
+    ns = node.mtime_ns
+    seconds = ns // 1_000_000_000
+    records: list[bytes] = []
+    if not _ascii_fits(name):
+        records.append(_pax_record(b"path", name))
+        name = name[-100:].decode("ascii", "replace").encode("ascii", "replace")
+    if not _ascii_fits(link):
+        records.append(_pax_record(b"linkpath", link))
+        link = b""
+    if ns % 1_000_000_000 or not 0 <= seconds < _OCTAL_LIMIT:
+        sign, whole = ("-", -ns) if ns < 0 else ("", ns)
+        value = f"{sign}{whole // 1_000_000_000}.{whole % 1_000_000_000:09d}"
+        records.append(_pax_record(b"mtime", value.encode()))
+        seconds = min(max(seconds, 0), _OCTAL_LIMIT - 1)
+    if size >= _OCTAL_LIMIT:
+        records.append(_pax_record(b"size", b"%d" % size))
+    field = size if size < _OCTAL_LIMIT else 0
+    header = _header_block(name, _TYPEFLAG[node.type], node.mode & 0o7777, field, seconds, link)
+    if not records:
+        return header
+    if any(not r.isascii() for r in records):
+        try:
+            for r in records:
+                r.decode("utf-8")
+        except UnicodeDecodeError:
+            records.insert(0, _pax_record(b"hdrcharset", b"BINARY"))
+    body = b"".join(records)
+    pax = _header_block(b"././@PaxHeader", b"x", 0o644, len(body), 0, b"")
+    return pax + body + _ZEROS[: -len(body) % _BLOCK] + header
+
+
 def write_tar(
     fileobj: Any,
     repo: Repo,
     root_tree: bytes,
     report: Callable[[int], None] | None,
-    items: list[tuple[bytes, Node]] | None = None,
+    items: Sequence[tuple[bytes, Node]] | None = None,
+    workers: int = 2,
 ) -> Counts:
-    """Write a snapshot (or just ``items`` of it) as a PAX tar, members relative to the root."""
+    """Write a snapshot (or just ``items`` of it) as a PAX tar, members relative to the root.
+
+    Headers are built here directly; chunks are read, decompressed and checked by
+    ``workers`` threads (zstd and BLAKE3 release the GIL) a few MiB ahead of the writer, and
+    the output goes to ``fileobj.write`` in pieces of about 4 MiB. Every chunk is checked
+    against its hash before any byte of it is written; sizes are checked against the index
+    before the first byte of the archive.
+    """
     counts = Counts()
     entries = repo.walk(root_tree) if items is None else items
     needed = needed_blobs(entries)
     check_available(repo, needed)
+    # Plan the reads: batches of consecutive chunks, in archive order.
+    batches: list[list[bytes]] = []
+    batch: list[bytes] = []
+    batch_bytes = 0
+    for path, node in entries:
+        if node.type != "file":
+            continue
+        total = 0
+        for blob_id in node.chunks or ():
+            raw = repo.loc(blob_id).raw_length
+            total += raw
+            batch.append(blob_id)
+            batch_bytes += raw
+            if batch_bytes >= _BATCH or len(batch) >= 1024:
+                batches.append(batch)
+                batch, batch_bytes = [], 0
+        if total != node.size:
+            raise CorruptObject(
+                f"file {os.fsdecode(path)!r}",
+                f"its chunks hold {total} bytes, its directory entry says {node.size}",
+            )
+    if batch:
+        batches.append(batch)
     source = BlobSource(repo, needed)
+    codec = repo.codec
+
+    def decode(ids: list[bytes]) -> list[bytes]:
+        out = []
+        for blob_id in ids:
+            raw = repo.loc(blob_id).raw_length
+            if raw >= 4096 and blob_id == zero_id(codec, raw):
+                out.append(bytes(raw))  # a hole of a sparse file: no need to read it
+            else:
+                out.append(source.get(blob_id))
+        return out
+
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="sandbank-tar")
     try:
-        with tarfile.open(
-            fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT, errors="surrogateescape"
-        ) as tf:
-            tf.copybufsize = 1024 * 1024  # type: ignore[attr-defined]
-            for path, node in entries:
-                info = tarfile.TarInfo(os.fsdecode(path))
-                info.mode = node.mode
-                info.mtime = node.mtime_ns / 1e9
-                if node.type == "dir":
-                    info.type = tarfile.DIRTYPE
-                    tf.addfile(info)
-                    counts.dirs += 1
-                elif node.type == "symlink":
-                    info.type = tarfile.SYMTYPE
-                    info.linkname = os.fsdecode(node.target or b"")
-                    tf.addfile(info)
-                    counts.symlinks += 1
-                else:
-                    info.size = node.size
-                    tf.addfile(info, _ChunkReader(node, source, report))
-                    counts.files += 1
-                    counts.bytes += node.size
+        pending: list[Any] = []
+        ahead = 2 * max(1, workers) + 2
+        next_batch = 0
+
+        def blobs() -> Any:
+            nonlocal next_batch
+            while pending or next_batch < len(batches):
+                while next_batch < len(batches) and len(pending) < ahead:
+                    pending.append(pool.submit(decode, batches[next_batch]))
+                    next_batch += 1
+                yield from pending.pop(0).result()
+
+        chunks = blobs()
+        out: list[bytes] = []
+        buffered = 0
+        written = 0
+        for path, node in entries:
+            header = tar_header(path, node)
+            out.append(header)
+            buffered += len(header)
+            if node.type == "dir":
+                counts.dirs += 1
+            elif node.type == "symlink":
+                counts.symlinks += 1
+            else:
+                for _ in node.chunks or ():
+                    data = next(chunks)
+                    out.append(data)
+                    buffered += len(data)
+                    if report:
+                        report(len(data))
+                if node.size % _BLOCK:
+                    out.append(_ZEROS[: _BLOCK - node.size % _BLOCK])
+                    buffered += len(out[-1])
+                counts.files += 1
+                counts.bytes += node.size
+            if buffered >= _FLUSH:
+                fileobj.write(b"".join(out))
+                written += buffered
+                out, buffered = [], 0
+        out.append(_ZEROS[: 2 * _BLOCK])
+        buffered += 2 * _BLOCK
+        out.append(_ZEROS[: -(written + buffered) % _RECORD])
+        fileobj.write(b"".join(out))
     finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True)
         source.close()
     counts.files_written, counts.bytes_written = counts.files, counts.bytes
     return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ from sandbank.snapshots._restore import (
     needed_blobs,
     plan_sandbox,
     restore_host,
+    tar_members,
     write_tar,
 )
 from sandbank.snapshots.errors import (
@@ -76,6 +78,8 @@ ProgressCallback = Callable[[str, int, "int | None"], None]
 
 _WORKERS = max(4, min(8, 2 * (os.cpu_count() or 2)))
 """Threads reading, hashing and compressing (I/O waits and GIL-free zstd/blake3 overlap)."""
+_TAR_WORKERS = max(2, min(4, os.cpu_count() or 2))
+"""Threads decompressing and checking chunks for a tar written to a sandbox."""
 
 
 @dataclass(frozen=True)
@@ -757,11 +761,7 @@ class SnapshotStore:
 
             await asyncio.gather(*(remove(p) for p in plan.remove))
         if plan.items:
-            holder: list[Counts] = []
-            stream = stream_from_thread(
-                lambda fh: holder.append(write_tar(fh, repo, tree, reporter, plan.items))
-            )
-            await target.import_tar(stream)
+            await self._import_items(target, tree, plan.items, reporter, empty=not existing)
         log.info(
             "restored into %s:%s: %d files written (%d bytes), %d unchanged, %d removed",
             target.provider.name,
@@ -772,6 +772,37 @@ class SnapshotStore:
             plan.counts.removed,
         )
         return plan.counts
+
+    async def _import_items(
+        self,
+        target: Sandbox,
+        tree: bytes,
+        items: Sequence[tuple[bytes, Node]],
+        reporter: _Reporter,
+        empty: bool,
+    ) -> None:
+        """Send ``items`` as one tar: streamed straight in where the provider allows it."""
+        repo = self._repo
+
+        def produce(fh: Any) -> None:
+            write_tar(fh, repo, tree, reporter, items, workers=_TAR_WORKERS)
+
+        planned = getattr(target, "_import_planned_tar", None)
+        if planned is None:
+            await target.import_tar(stream_from_thread(produce))
+            return
+        # The provider checks every member header (tar_members) before the first byte and
+        # then extracts as the bytes arrive, so a failure part way (a corrupt chunk, a lost
+        # store) leaves what was sent so far: a target that was empty is emptied again.
+        try:
+            await planned(tar_members(items), produce)
+        except BaseException:
+            if empty:
+                tops = {path.partition(b"/")[0] for path, _ in items}
+                for name in sorted(tops):
+                    with contextlib.suppress(Exception):
+                        await target.remove(os.fsdecode(name))
+            raise
 
     # -- inspection -------------------------------------------------------------------------
 

@@ -526,6 +526,70 @@ async def test_import_tar_from_a_stream(box: DockerSandbox) -> None:
         await box.import_tar(b"not a tar archive at all" * 100)
 
 
+def _members(archive: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(archive)) as opened:
+        return opened.getmembers()
+
+
+async def test_planned_import_streams_the_archive(box: DockerSandbox) -> None:
+    archive = _tar([("a", None), ("a/one.txt", b"1" * 3 * MiB), ("two.txt", b"2")])
+
+    def produce(out: Any) -> None:
+        for i in range(0, len(archive), 100_000):
+            out.write(archive[i : i + 100_000])
+
+    await box._import_planned_tar(_members(archive), produce)
+    assert await box.read_file("a/one.txt") == b"1" * 3 * MiB
+    assert await box.read_file("two.txt") == b"2"
+
+
+@pytest.mark.parametrize(
+    "entries, extra, error",
+    [
+        ([("../evil", b"x")], {}, WorkspacePathError),
+        ([("/evil", b"x")], {}, WorkspacePathError),
+        ([("./a", b"x")], {}, WorkspacePathError),  # names are checked as given, not rewritten
+        (
+            [("l", b""), ("l/evil", b"x")],
+            {"l": {"type": tarfile.SYMTYPE, "linkname": "/"}},
+            WorkspacePathError,
+        ),
+        ([("h", b"")], {"h": {"type": tarfile.LNKTYPE, "linkname": "x"}}, ConfigurationError),
+        ([("etc/evil", b"x")], {}, WorkspacePathError),  # through a link already in the sandbox
+    ],
+)
+async def test_planned_import_checks_every_member_before_sending(
+    box: DockerSandbox,
+    entries: list[tuple[str, bytes | None]],
+    extra: dict[str, dict[str, Any]],
+    error: type[Exception],
+) -> None:
+    await sh(box, "ln -s /etc etc")
+    archive = _tar(entries, **extra)
+    members = _members(archive)
+    for member in members:  # tarfile normalizes what it reads: give the raw names back
+        member.name = next(n for n, _ in entries if n.strip("./") == member.name.strip("./"))
+    sent: list[bytes] = []
+    with pytest.raises(error):
+        await box._import_planned_tar(members, lambda out: sent.append(archive))
+    assert not sent
+    assert [e.path for e in await box.list_tree()] == ["etc"]
+    assert (await box.exec("test -e /etc/evil || test -e /evil")).exit_code == 1
+
+
+async def test_planned_import_fails_with_the_producers_error(box: DockerSandbox) -> None:
+    archive = _tar([("big.bin", b"x" * 3 * MiB)])
+
+    def produce(out: Any) -> None:
+        out.write(archive[:700_000])
+        raise RuntimeError("the store went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        await box._import_planned_tar(_members(archive), produce)
+    await box.write_file("after.txt", b"ok")  # the sandbox is still usable
+    assert await box.read_file("after.txt") == b"ok"
+
+
 # -- the exception boundary -----------------------------------------------------------------
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from sandbank.snapshots import SnapshotStore
 
-from .conftest import assert_same_tree, make_workspace, make_writable, tree_state
+from .conftest import assert_same_tree, make_workspace, make_writable, store_path, tree_state
 
 
 async def _state_of(box, tmp_path: Path, store: SnapshotStore, name: str):  # type: ignore[no-untyped-def]
@@ -86,3 +86,49 @@ async def test_docker_round_trip_and_cross_provider(
     finally:
         await docker.aclose()
         make_writable(tmp_path)
+
+
+@pytest.mark.docker
+async def test_docker_restore_long_names_and_a_corrupt_pack(
+    file_store: SnapshotStore, tmp_path: Path, docker_image: str
+) -> None:
+    """The store's own tar (streamed without a spool): long names and link targets, exact
+    sub-second mtimes; a corrupt chunk part way fails the restore and leaves the box empty."""
+    import uuid
+
+    from sandbank.providers.docker import DockerProvider
+    from sandbank.snapshots import CorruptObject
+
+    ws = tmp_path / "ws"
+    deep = ws / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 90 + ".txt")).write_bytes(b"long")
+    (ws / "link").symlink_to(f"{'d' * 60}/{'e' * 60}/{'f' * 90}.txt")
+    for i in range(40):
+        (ws / f"file{i}.bin").write_bytes(os.urandom(200_000))
+    os.utime(ws / "file0.bin", ns=(1_700_000_000_987_654_321, 1_700_000_000_987_654_321))
+    rec = await file_store.snapshot(ws)
+    docker = DockerProvider(image=docker_image, labels={"sandbank-test.run": uuid.uuid4().hex})
+    try:
+        async with docker.sandbox() as box:
+            await file_store.restore(rec.id, box)
+            entries = {e.path: e for e in await box.list_tree()}
+            long_path = f"{'d' * 60}/{'e' * 60}/{'f' * 90}.txt"
+            assert await box.read_file(long_path) == b"long"
+            assert entries["link"].link_target == long_path
+            assert abs(entries["file0.bin"].mtime - 1_700_000_000.987654321) < 1e-6
+            assert await box.read_file("file39.bin") == (ws / "file39.bin").read_bytes()
+        (pack,) = sorted((store_path(file_store) / "packs").iterdir())
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # a chunk in the middle of the stream
+        pack.write_bytes(bytes(data))
+        fresh = await SnapshotStore.open(file_store.url, cache_dir=False)
+        try:
+            async with docker.sandbox() as box:
+                with pytest.raises(CorruptObject):
+                    await fresh.restore(rec.id, box)
+                assert await box.list_tree() == []
+        finally:
+            await fresh.aclose()
+    finally:
+        await docker.aclose()
