@@ -23,7 +23,7 @@ import platformdirs
 from sandbank._streams import SyncReader, stream_from_thread
 from sandbank.errors import ConfigurationError, SnapshotError
 from sandbank.manifest import Manifest
-from sandbank.providers.base import Sandbox
+from sandbank.providers.base import FileEntry, Sandbox
 from sandbank.snapshots import _format as fmt
 from sandbank.snapshots._backend import Backend
 from sandbank.snapshots._format import BlobLoc, Codec, Node
@@ -139,14 +139,8 @@ class SnapshotRecord:
         )
 
 
-@dataclass(frozen=True)
-class SnapshotFile:
-    path: str
-    type: Literal["file", "dir", "symlink"]
-    size: int
-    mode: int
-    mtime: float
-    link_target: str | None = None
+SnapshotFile = FileEntry
+"""A file of a snapshot: the same stat data ``Sandbox.list_tree`` gives."""
 
 
 @dataclass(frozen=True)
