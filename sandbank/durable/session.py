@@ -50,6 +50,7 @@ FULL_VERIFY_LIMIT = 64 * 1024 * 1024
 types, modes, sizes), which keeps the cut-over short (the delta itself is restored from a
 content-addressed checkpoint)."""
 _IDLE_LOSS_PATCH = "sandbank-lost-while-idle"
+_CONTINUE_PATCH = "sandbank-continue-after-last-reply"
 
 
 @dataclass
@@ -123,7 +124,8 @@ class SessionConfig:
     """Idle seconds before the sandbox is checkpointed and destroyed."""
     max_events: int = 200
     continue_after_turns: int = 100
-    """Turns per workflow run before continue-as-new (history stays bounded)."""
+    """Turns per workflow run before continue-as-new (history stays bounded). The session
+    id, workspace, sandbox, turn count and events carry over; the run id changes."""
     worker_timeout: float = 30.0
     """Seconds a call waits for the worker holding the sandbox to pick it up; past it that
     worker counts as gone, and the sandbox is rebuilt from the last checkpoint elsewhere."""
@@ -349,6 +351,10 @@ class SessionWorkflow:
             self._box = WorkflowSandbox(
                 self.state.sandbox, capabilities=self.state.capabilities, options=self._options()
             )
+        # The run continues as new once a turn's reply has gone out (the send handler ends
+        # after the loop stores its result), not only when the next message or idle step
+        # wakes the loop. Runs started before this replay without it.
+        continue_when_due = workflow.patched(_CONTINUE_PATCH)
         while True:
             if self._ops:
                 op = self._ops.pop(0)
@@ -369,7 +375,11 @@ class SessionWorkflow:
             timeout = self._idle_timeout()
             try:
                 await workflow.wait_condition(
-                    lambda: bool(self._ops) or self.state.stopped,
+                    lambda: (
+                        bool(self._ops)
+                        or self.state.stopped
+                        or (continue_when_due and self._should_continue())
+                    ),
                     timeout=timedelta(seconds=timeout) if timeout is not None else None,
                 )
             except TimeoutError:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus
 
 from sandbank.durable.activities import SandboxActivities
 from sandbank.durable.manager import SessionManager
-from sandbank.durable.session import Step, Turn
+from sandbank.durable.session import SessionConfig, SessionState, SessionWorkflow, Step, Turn
 from sandbank.durable.worker import build_worker
 
 
@@ -48,6 +49,85 @@ async def test_turns_checkpoint_and_survive_release(client, task_queue, local_pr
         await mgr.rename(sid, "renamed")
         final = await mgr.stop(sid)
         assert final.stopped and final.name == "renamed"
+        assert await local_provider.list() == []
+
+
+async def test_continues_as_new_keeping_workspace_history_and_updates(
+    client, task_queue, local_provider, store
+):
+    acts = SandboxActivities({"local": local_provider}, store)
+    mgr = SessionManager(client, task_queue)
+    # Idle tiers far away: only the turn threshold can end a run.
+    config = SessionConfig(
+        "local", name="can", pause_after=600, release_after=600, continue_after_turns=2
+    )
+    async with build_worker(client, acts, task_queue=task_queue):
+        sid = "session-can-" + task_queue
+        handle = await client.start_workflow(
+            SessionWorkflow.run, SessionState(config=config), id=sid, task_queue=task_queue
+        )
+        first_run = handle.result_run_id
+        assert first_run and (await mgr.handle(sid).describe()).run_id == first_run
+
+        async def current_run(other_than: str) -> str:
+            for _ in range(100):
+                run_id = (await mgr.handle(sid).describe()).run_id
+                assert run_id is not None
+                if run_id != other_than:
+                    return run_id
+                await asyncio.sleep(0.1)
+            raise AssertionError(f"{sid} never continued as new from run {other_than}")
+
+        r1 = await mgr.send(sid, Turn(steps=[Step("write", path="keep.txt", content="before\n")]))
+        r2 = await mgr.send(sid, sh("echo two >> keep.txt"))
+        assert (r1.turn, r2.turn) == (1, 2) and r1.error is None and r2.error is None
+        box = (await mgr.describe(sid)).sandbox_id
+        # The second turn reached the threshold: the run rolls over without another message.
+        second_run = await current_run(first_run)
+        old = await client.get_workflow_handle(sid, run_id=first_run).describe()
+        assert old.status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+        info = await mgr.describe(sid)
+        assert info.session_id == sid and info.turns == 2 and info.name == "can"
+        assert info.sandbox_state == "running" and info.sandbox_id == box
+        # The workspace written in the first run is there in the second.
+        r3 = await mgr.send(sid, sh("cat keep.txt"))
+        assert r3.turn == 3 and r3.steps[0].stdout == "before\ntwo\n"
+
+        # Messages racing the rollovers (due every two turns): a burst, then three writers
+        # each sending one message at a time, so messages reach the server while a run is
+        # ending. None is lost or run twice, and the turn numbers run on without gaps.
+        async def append(i: int) -> int:
+            r = await mgr.send(sid, sh(f"echo {i} >> log.txt"))
+            assert r.error is None and r.steps[0].exit_code == 0, r
+            return r.turn
+
+        async def writer(first: int) -> list[int]:
+            return [await append(i) for i in range(first, first + 6)]
+
+        burst = await asyncio.gather(*(append(i) for i in range(8)))
+        # A run never ends with a message unanswered; once the burst is, it rolls over.
+        third_run = await current_run(second_run)
+        streams = await asyncio.gather(writer(8), writer(14), writer(20))
+        assert sorted(burst) == list(range(4, 12))
+        assert all(s == sorted(s) for s in streams)
+        assert sorted(n for s in streams for n in s) == list(range(12, 30))
+        r = await mgr.send(sid, sh("sort -n log.txt"))
+        assert r.turn == 30 and r.steps[0].stdout == "".join(f"{i}\n" for i in range(26))
+
+        runs = [e.run_id async for e in client.list_workflows(f'WorkflowId = "{sid}"')]
+        assert {first_run, second_run, third_run} <= set(runs)
+        assert (await mgr.handle(sid).describe()).run_id not in (first_run, second_run)
+        info = await mgr.describe(sid)
+        assert info.turns == 30 and info.sandbox_id == box and not info.stopped
+        events = await mgr.history(sid)
+        turn_events = [e.detail for e in events if e.kind == "turn"]
+        assert [int(d.split(":")[0]) for d in turn_events] == list(range(1, 31))
+        # One sandbox all along: each run took over the live one, none was rebuilt.
+        kinds = [e.kind for e in events]
+        assert kinds.count("created") == 1 and "rehydrated" not in kinds
+        assert [s.session_id for s in await mgr.list()] == [sid]
+        final = await mgr.stop(sid)
+        assert final.stopped and final.turns == 30
         assert await local_provider.list() == []
 
 
