@@ -167,6 +167,7 @@ class SandboxActivities:
             self.stage_bytes,
             self.digest,
             self.digest_listing,
+            self.snapshot_digest_listing,
         ]
 
     async def aclose(self) -> None:
@@ -591,7 +592,10 @@ class SandboxActivities:
             started = time.monotonic()
             stats = await _heartbeating(
                 store.restore(
-                    inp.snapshot_id, box, if_not_empty="replace" if inp.replace else "fail"
+                    inp.snapshot_id,
+                    box,
+                    if_not_empty="replace" if inp.replace else "fail",
+                    **({"base": inp.base} if inp.base else {}),
                 )
             )
             return t.RestoreOutput(
@@ -613,6 +617,17 @@ class SandboxActivities:
 
         return await self._run(ref, work)
 
+    @activity.defn(name=t.SNAPSHOT_DIGEST_LISTING)
+    async def snapshot_digest_listing(self, inp: t.SnapshotDigestInput) -> t.DigestOutput:
+        """``digest_listing`` of a workspace holding exactly the snapshot, computed from the
+        store's tree alone (no sandbox is read)."""
+
+        async def work() -> t.DigestOutput:
+            store = self._store()
+            return _listing_digest(await _heartbeating(store.listing(inp.snapshot_id)))
+
+        return await self._run(None, work)
+
     @activity.defn(name=t.DIGEST)
     async def digest(self, ref: t.SandboxRef) -> t.DigestOutput:
         """A content digest of the workspace (paths, types, modes, bytes), for verification."""
@@ -633,7 +648,7 @@ def _listing_digest(entries: list[Any]) -> t.DigestOutput:
     )  # fmt: skip
     top = hashlib.sha256()
     for name, row in rows:
-        top.update(f"{name}\0{row}\n".encode())
+        top.update(f"{name}\0{row}\n".encode("utf-8", "surrogateescape"))  # non-UTF-8 names
     files = [e for e in entries if e.type == "file"]
     return t.DigestOutput(
         digest=top.hexdigest(), files=len(files), bytes=sum(e.size for e in files)
@@ -725,14 +740,14 @@ async def _tree_digest(box: Sandbox) -> t.DigestOutput:
                     kind = "d"
                 elif member.issym():
                     kind = "l"
-                    h.update(member.linkname.encode())
+                    h.update(member.linkname.encode("utf-8", "surrogateescape"))
                 else:
                     kind = "o"
                 rows.append((name.rstrip("/"), f"{kind}:{member.mode & 0o7777:o}:{h.hexdigest()}"))
         rows.sort()
         top = hashlib.sha256()
         for name, row in rows:
-            top.update(f"{name}\0{row}\n".encode())
+            top.update(f"{name}\0{row}\n".encode("utf-8", "surrogateescape"))
         return t.DigestOutput(
             digest=top.hexdigest(), files=sum(r[1][0] == "f" for r in rows), bytes=total
         )

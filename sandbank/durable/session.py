@@ -51,6 +51,7 @@ types, modes, sizes), which keeps the cut-over short (the delta itself is restor
 content-addressed checkpoint)."""
 _IDLE_LOSS_PATCH = "sandbank-lost-while-idle"
 _CONTINUE_PATCH = "sandbank-continue-after-last-reply"
+_MIGRATE_DELTA_PATCH = "sandbank-migrate-delta-from-base"
 
 
 @dataclass
@@ -681,8 +682,25 @@ class SessionWorkflow:
         # Contents for small workspaces, listings for big ones; the source (quiet now) is
         # read while the delta moves to the target.
         contents = self.state.checkpoint_bytes <= FULL_VERIFY_LIMIT
-        delta = target.restore(final) if final and final != prepared["base"] else _nothing()
-        before, _ = await asyncio.gather(source.digest(contents=contents), delta)
+        base = prepared["base"]
+        if workflow.patched(_MIGRATE_DELTA_PATCH):
+            # The target holds ``base`` (restored in prepare, untouched since): the delta
+            # comes from the two snapshots' trees without listing the target. A listing
+            # check compares the target with ``final`` as the store has it, without reading
+            # the source; contents need the source's bytes (the store keeps other hashes).
+            # A wrong assumption about the target shows up as a digest mismatch below.
+            delta = (
+                target.restore(final, base=base or None) if final and final != base
+                else _nothing()
+            )  # fmt: skip
+            if contents or not final:
+                expected = source.digest(contents=contents)
+            else:
+                expected = target.snapshot_listing_digest(final)
+            before, _ = await asyncio.gather(expected, delta)
+        else:
+            delta = target.restore(final) if final and final != base else _nothing()
+            before, _ = await asyncio.gather(source.digest(contents=contents), delta)
         after = await target.digest(contents=contents)
         if before.digest != after.digest:
             await target.destroy()

@@ -68,6 +68,7 @@ STAGE_FILE = "sandbank.stage_file"
 STAGE_BYTES = "sandbank.stage_bytes"
 DIGEST = "sandbank.digest"
 DIGEST_LISTING = "sandbank.digest_listing"
+SNAPSHOT_DIGEST_LISTING = "sandbank.snapshot_digest_listing"
 
 
 class PayloadTooLarge(ConfigurationError):
@@ -288,6 +289,14 @@ class RestoreInput:
     sandbox: SandboxRef
     snapshot_id: str
     replace: bool = True
+    base: str | None = None
+    """A snapshot the sandbox holds exactly (the caller verifies afterwards): the delta is
+    computed from the two snapshots, without listing the sandbox. None in older histories."""
+
+
+@dataclass
+class SnapshotDigestInput:
+    snapshot_id: str
 
 
 @dataclass

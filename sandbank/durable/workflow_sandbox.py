@@ -297,11 +297,23 @@ class WorkflowSandbox:
             start_to_close=timedelta(hours=2),
         )  # fmt: skip
 
-    async def restore(self, snapshot_id: str, *, replace: bool = True) -> t.RestoreOutput:
+    async def restore(
+        self, snapshot_id: str, *, replace: bool = True, base: str | None = None
+    ) -> t.RestoreOutput:
+        """Restore a snapshot; ``base`` asserts the sandbox holds exactly that snapshot now,
+        so only the delta between the two moves (a wrong assertion is not detected here:
+        verify with ``digest`` afterwards)."""
         return await self._call(
-            t.RESTORE, t.RestoreInput(self.ref, snapshot_id, replace), t.RestoreOutput,
+            t.RESTORE, t.RestoreInput(self.ref, snapshot_id, replace, base), t.RestoreOutput,
             start_to_close=timedelta(hours=2),
         )  # fmt: skip
+
+    async def snapshot_listing_digest(self, snapshot_id: str) -> t.DigestOutput:
+        """``digest(contents=False)`` of a workspace holding exactly ``snapshot_id``, computed
+        from the store (on this sandbox's worker) without reading any workspace."""
+        return await self._call(
+            t.SNAPSHOT_DIGEST_LISTING, t.SnapshotDigestInput(snapshot_id), t.DigestOutput
+        )
 
     async def digest(self, *, contents: bool = True) -> t.DigestOutput:
         """A digest of the workspace; ``contents=False`` hashes only its listing (fast)."""

@@ -150,8 +150,13 @@ def restore_host(
     replace: bool,
     report: Callable[[int], None] | None,
     workers: int,
+    base_tree: bytes | None = None,
 ) -> Counts:
-    """Write a snapshot into a host directory. Never follows a symlink inside the target."""
+    """Write a snapshot into a host directory. Never follows a symlink inside the target.
+
+    ``base_tree``: a snapshot the target is asserted to hold; directories whose tree equals
+    its tree at the same path are taken as unchanged and not read at all.
+    """
     counts = Counts()
     os.makedirs(target, exist_ok=True)
     root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -161,7 +166,11 @@ def restore_host(
         entries = repo.walk(root_tree)
         check_available(repo, needed_blobs(entries))
         trees = repo.load_trees([root_tree])
-        _restore_into(repo, trees, root_tree, root_fd, source_for, report, workers, counts)
+        if base_tree is not None:
+            trees = {**repo.load_trees([base_tree]), **trees}
+        _restore_into(
+            repo, trees, root_tree, root_fd, source_for, report, workers, counts, base_tree
+        )
     finally:
         os.close(root_fd)
     return counts
@@ -201,6 +210,7 @@ def _restore_into(
     report: Callable[[int], None] | None,
     workers: int,
     counts: Counts,
+    base_tree: bytes | None = None,
 ) -> None:
     """Make the directory under ``root_fd`` exactly the snapshot, writing only what differs.
 
@@ -210,12 +220,21 @@ def _restore_into(
     """
     # Phase 1: directories (top-down), removals, symlinks; collect file jobs per directory.
     dirs: list[tuple[list[bytes], Node | None, bytes]] = [([], None, root_tree)]
+    bases: list[bytes | None] = [base_tree]  # the base's tree at each of dirs (None: unknown)
     jobs: list[tuple[list[bytes], list[Node]]] = []
     i = 0
     while i < len(dirs):
         parts, _, tid = dirs[i]
+        base_tid = bases[i]
         i += 1
         nodes = trees[tid]
+        if base_tid is not None and base_tid == tid:
+            _count_unchanged(trees, tid, counts)  # the target holds this subtree already
+            continue
+        based = (
+            {n.name: n for n in trees[base_tid]} if base_tid is not None and base_tid in trees
+            else {}
+        )  # fmt: skip
         fd = _open_dir(root_fd, parts)
         try:
             wanted = {n.name: n for n in nodes}
@@ -246,6 +265,8 @@ def _restore_into(
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(node.name, 0o700, dir_fd=fd)
                     dirs.append(([*parts, node.name], node, node.tree or b""))
+                    was = based.get(node.name)
+                    bases.append(was.tree or b"" if was is not None and was.type == "dir" else None)
                     counts.dirs += 1
                 elif node.type == "symlink":
                     os.symlink(node.target or b"", node.name, dir_fd=fd)
@@ -312,6 +333,23 @@ def _restore_into(
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
         finally:
             os.close(fd)
+
+
+def _count_unchanged(trees: dict[bytes, list[Node]], tid: bytes, counts: Counts) -> None:
+    stack = [tid]
+    while stack:
+        for node in trees[stack.pop()]:
+            if node.type == "dir":
+                counts.dirs += 1
+                if node.tree:
+                    stack.append(node.tree)
+                continue
+            counts.unchanged += 1
+            if node.type == "file":
+                counts.files += 1
+                counts.bytes += node.size
+            else:
+                counts.symlinks += 1
 
 
 def _write_file(dir_fd: int, node: Node, source: BlobSource, repo: Repo) -> None:

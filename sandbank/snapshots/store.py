@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -684,6 +685,7 @@ class SnapshotStore:
         *,
         if_not_empty: Literal["fail", "replace"] = "fail",
         progress: ProgressCallback | None = None,
+        base: str | None = None,
     ) -> RestoreStats:
         """Restore a snapshot into a sandbox or host directory.
 
@@ -692,6 +694,15 @@ class SnapshotStore:
         what differs: files and symlinks whose type, size, mode, mtime and link target already
         match are left alone, so restoring B onto a target holding A moves about the delta.
         ``RestoreStats.files_written``/``bytes_written`` tell what was transferred.
+
+        ``base`` (with ``if_not_empty="replace"``) is a snapshot the caller asserts the target
+        holds exactly right now (say, because it restored it there and nothing wrote to the
+        target since). The delta is then computed from the two snapshots' trees instead of
+        from the target: a sandbox is not listed at all, and in a host directory only the
+        directories whose trees differ are read. Only changed and added entries are
+        transferred and deleted ones removed. The assertion is trusted: if the target
+        actually differs from ``base`` the result can differ from the snapshot, and that is
+        caught only by the caller's own verification (compare digests afterwards).
         """
         if if_not_empty not in ("fail", "replace"):
             raise ConfigurationError(
@@ -702,6 +713,11 @@ class SnapshotStore:
         repo = self._repo
         await asyncio.to_thread(repo.refresh_index)
         tree = bytes.fromhex(rec.tree)
+        base_tree: bytes | None = None
+        if base is not None:
+            if if_not_empty != "replace":
+                raise ConfigurationError('restore(base=...) needs if_not_empty="replace"')
+            base_tree = bytes.fromhex((await self.get(base)).tree)
         loop = asyncio.get_running_loop()
         reporter = _Reporter(progress, loop, "restore", rec.stats.logical_bytes)
         replace = if_not_empty == "replace"
@@ -715,11 +731,11 @@ class SnapshotStore:
             )
         if host is not None:
             counts = await asyncio.to_thread(
-                restore_host, repo, tree, host, replace, reporter, _WORKERS
+                restore_host, repo, tree, host, replace, reporter, _WORKERS, base_tree
             )
         else:
             assert isinstance(target, Sandbox)
-            counts = await self._restore_sandbox(target, tree, replace, reporter)
+            counts = await self._restore_sandbox(target, tree, replace, reporter, base_tree)
         reporter.finish()
         return RestoreStats(
             files=counts.files,
@@ -734,11 +750,22 @@ class SnapshotStore:
         )
 
     async def _restore_sandbox(
-        self, target: Sandbox, tree: bytes, replace: bool, reporter: _Reporter
+        self,
+        target: Sandbox,
+        tree: bytes,
+        replace: bool,
+        reporter: _Reporter,
+        base_tree: bytes | None = None,
     ) -> Counts:
-        """The generic path: import a tar of what differs (all of it into an empty sandbox)."""
+        """The generic path: import a tar of what differs (all of it into an empty sandbox).
+
+        With ``base_tree`` the target is not listed: its listing is taken to be that tree's.
+        """
         repo = self._repo
-        existing = await target.list_tree()
+        if base_tree is not None:
+            existing = await asyncio.to_thread(_tree_listing, repo, base_tree)
+        else:
+            existing = await target.list_tree()
         if existing and not replace:
             raise TargetNotEmpty(f"sandbox {target.provider.name}:{target.id}")
         entries = await asyncio.to_thread(repo.walk, tree)
@@ -799,6 +826,17 @@ class SnapshotStore:
             raise
 
     # -- inspection -------------------------------------------------------------------------
+
+    async def listing(self, snapshot_id: str) -> builtins.list[FileEntry]:
+        """A snapshot's entries as ``Sandbox.list_tree`` would list them once restored
+        (paths, types, sizes, permission bits, mtimes, link targets); no file data is read."""
+        rec = await self.get(snapshot_id)
+
+        def run() -> builtins.list[FileEntry]:
+            self._repo.refresh_index()
+            return _tree_listing(self._repo, bytes.fromhex(rec.tree))
+
+        return await asyncio.to_thread(run)
 
     async def show(self, snapshot_id: str) -> SnapshotDetails:
         """A snapshot's record, its files, and its logical, stored and new bytes."""
@@ -1123,3 +1161,19 @@ class SnapshotStore:
             too_young=young,
             seconds=round(time.monotonic() - started, 4),
         )
+
+
+def _tree_listing(repo: Repo, tree: bytes) -> list[FileEntry]:
+    out = []
+    for path, n in repo.walk(tree):
+        out.append(
+            FileEntry(
+                os.fsdecode(path),
+                n.type,  # type: ignore[arg-type]
+                n.size if n.type == "file" else 0,
+                n.mode,
+                n.mtime_ns / 1e9,
+                os.fsdecode(n.target) if n.type == "symlink" and n.target is not None else None,
+            )
+        )
+    return out

@@ -131,3 +131,45 @@ async def test_local_exec_on_another_worker_starts_nothing(local_provider):
     finally:
         await acts.aclose()
         await local_provider.destroy(box.id)
+
+
+async def test_snapshot_listing_digest_equals_the_sandbox_listing(
+    local_provider, store, docker_image
+):
+    """The cut-over compares a target's digest_listing with the final snapshot's, computed
+    from the store: both must hash the same rows (dirs, links, modes, non-UTF-8 names)."""
+    from temporalio.testing import ActivityEnvironment
+
+    from sandbank.durable import types as t
+    from sandbank.providers.docker import DockerProvider
+
+    docker = DockerProvider(image=docker_image, labels={"sandbank-test.run": uuid.uuid4().hex})
+    acts = SandboxActivities({"local": local_provider, "docker": docker}, store)
+    env = ActivityEnvironment()
+    src = await local_provider.create()
+    dst = await docker.create()
+    script = (
+        "mkdir -p src/deep empty && echo hi > src/a.txt && chmod 750 src/deep && "
+        "head -c 70000 /dev/urandom > src/deep/blob && ln -s a.txt src/link && "
+        "ln -s /nowhere dangling && printf x > \"$(printf 'caf\\351')\""
+    )
+    try:
+        assert (await src.exec(["/bin/sh", "-c", script])).ok
+        ref = t.SandboxRef("local", src.id)
+        base = await env.run(acts.snapshot, t.SnapshotInput(ref))
+        await src.exec(["/bin/sh", "-c", "echo more >> src/a.txt && rm -r empty && touch new"])
+        final = await env.run(acts.snapshot, t.SnapshotInput(ref, parent=base.snapshot_id))
+        want = await env.run(acts.digest_listing, ref)
+        derived = t.SnapshotDigestInput(final.snapshot_id)
+        assert (await env.run(acts.snapshot_digest_listing, derived)) == want
+        target = t.SandboxRef("docker", dst.id)
+        await env.run(acts.restore, t.RestoreInput(target, base.snapshot_id))
+        inp = t.RestoreInput(target, final.snapshot_id, base=base.snapshot_id)
+        await env.run(acts.restore, inp)
+        assert (await env.run(acts.digest_listing, target)) == want
+        assert (await env.run(acts.digest, target)) == await env.run(acts.digest, ref)
+    finally:
+        await acts.aclose()
+        await local_provider.destroy(src.id)
+        await docker.destroy(dst.id)
+        await docker.aclose()

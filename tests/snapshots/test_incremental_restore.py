@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbank.providers.base import FileEntry
 from sandbank.snapshots import SnapshotStore, TargetNotEmpty
 
 from .conftest import TarOnlySandbox, assert_same_tree, make_workspace, make_writable, tree_state
@@ -147,3 +148,105 @@ async def test_restore_onto_a_foreign_tree(file_store: SnapshotStore, tmp_path: 
     assert_same_tree(tree_state(root, link_mtimes=False), want)
     assert stats.removed == 1 and stats.files_written == stats.files
     make_writable(tmp_path)
+
+
+# -- restore(base=...): the delta from the two snapshots' trees, the target not listed ------
+
+
+async def test_host_restore_with_base_writes_only_the_delta(
+    file_store: SnapshotStore, tmp_path: Path, a_and_b: tuple[str, str, Path, dict]
+) -> None:
+    a, b, _, want = a_and_b
+    out = tmp_path / "out"
+    full = await file_store.restore(a, out)
+    stats = await file_store.restore(b, out, if_not_empty="replace", base=a)
+    assert tree_state(out) == want  # bytes, modes, mtimes of files, dirs and links
+    assert stats.files_written == 4 and stats.bytes_written == _changed_bytes()
+    assert stats.removed == 1 and stats.files == full.files and stats.unchanged >= 55
+    same = await file_store.restore(b, out, if_not_empty="replace", base=b)
+    assert same.files_written == 0 and same.removed == 0 and tree_state(out) == want
+    assert same.files == stats.files and same.bytes == stats.bytes
+
+
+async def test_sandbox_restore_with_base_does_not_list_the_target(
+    file_store: SnapshotStore, tmp_path: Path, a_and_b: tuple[str, str, Path, dict]
+) -> None:
+    a, b, ws, _ = a_and_b
+    want = tree_state(ws, link_mtimes=False)
+    (tmp_path / "box").mkdir()
+    box = CountingSandbox(tmp_path / "box")
+    await file_store.restore(a, box)
+
+    async def no_listing(*args: object, **kw: object) -> list[object]:
+        raise AssertionError("restore(base=...) listed the target")
+
+    box.list_tree = no_listing  # type: ignore[method-assign]
+    stats = await file_store.restore(b, box, if_not_empty="replace", base=a)
+    assert_same_tree(tree_state(box.root, link_mtimes=False), want)
+    assert stats.files_written == 4 and stats.bytes_written == _changed_bytes()
+    assert stats.removed == 1 and stats.unchanged >= 55
+    assert box.imported[1] < _changed_bytes() + 64 * 1024
+    assert sorted(box.removed) == ["data/doomed.txt", "dir-to-file", "typechange"]
+
+
+async def test_listing_matches_the_restored_tree(
+    file_store: SnapshotStore, tmp_path: Path, a_and_b: tuple[str, str, Path, dict]
+) -> None:
+    _, b, _, _ = a_and_b
+    (tmp_path / "box").mkdir()
+    box = CountingSandbox(tmp_path / "box")
+    await file_store.restore(b, box)
+
+    def key(e: FileEntry) -> tuple[object, ...]:  # sizes: of files only (as digests use them)
+        return (e.path, e.type, e.size if e.type == "file" else 0, e.mode, e.link_target)
+
+    assert sorted(map(key, await file_store.listing(b))) == sorted(map(key, await box.list_tree()))
+
+
+@pytest.mark.docker
+async def test_docker_restore_with_base_equals_the_snapshot(
+    file_store: SnapshotStore,
+    tmp_path: Path,
+    docker_image: str,
+    a_and_b: tuple[str, str, Path, dict],
+) -> None:
+    import uuid
+
+    from sandbank.providers.docker import DockerProvider
+
+    a, b, _, _ = a_and_b
+    docker = DockerProvider(image=docker_image, labels={"sandbank-test.run": uuid.uuid4().hex})
+    try:
+        async with docker.sandbox() as box:
+            await file_store.restore(a, box)
+            listed = box.list_tree
+            calls = 0
+
+            async def counted(*args: object, **kw: object) -> object:
+                nonlocal calls
+                calls += 1
+                return await listed(*args, **kw)  # type: ignore[arg-type]
+
+            box.list_tree = counted  # type: ignore[method-assign]
+            stats = await file_store.restore(b, box, if_not_empty="replace", base=a)
+            assert calls == 0
+            assert stats.files_written == 4 and stats.bytes_written == _changed_bytes()
+            assert stats.removed == 1 and stats.unchanged >= 55
+            box.list_tree = listed  # type: ignore[method-assign]
+            # Byte for byte: a full snapshot of the box has B's chunks, modes and links ...
+            back = await file_store.snapshot(box)
+            diff = await file_store.diff(b, back.id)
+            assert (diff.added, diff.removed, diff.changed) == ([], [], [])
+
+            # ... and B's metadata (mtimes of files; tar imports cannot set a link's).
+            def meta(entries: list[FileEntry]) -> dict[str, tuple[object, ...]]:
+                return {
+                    e.path: (e.type, e.size if e.type == "file" else 0, e.mode, e.link_target,
+                             0 if e.type == "symlink" else round(e.mtime * 1e9))
+                    for e in entries
+                }  # fmt: skip
+
+            assert_same_tree(meta(await box.list_tree()), meta(await file_store.listing(b)))  # type: ignore[arg-type]
+    finally:
+        await docker.aclose()
+        make_writable(tmp_path)
