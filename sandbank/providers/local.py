@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Literal
 
 import platformdirs
 
+from sandbank._hostfs import O_DIR_NOFOLLOW, entry_type
 from sandbank._streams import CHUNK, SyncReader, stream_from_thread
 from sandbank.errors import (
     ConfigurationError,
@@ -84,7 +85,6 @@ _READ_CHUNK = 256 * 1024
 _DRAIN_GRACE = 1.0
 """Seconds to wait for output after the command ended before giving up on stray writers."""
 
-_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -275,7 +275,7 @@ class _Workspace:
                         )
                     raise PathNotFound(rel, self.sandbox_id)
                 try:
-                    stack.append(os.open(part, _O_DIR, dir_fd=stack[-1]))
+                    stack.append(os.open(part, O_DIR_NOFOLLOW, dir_fd=stack[-1]))
                 except OSError as exc:
                     raise self._raced(rel, exc) from None
             return stack.pop(), ""
@@ -294,7 +294,7 @@ class _Workspace:
         if not name:
             return fd
         try:
-            return os.open(name, _O_DIR, dir_fd=fd)
+            return os.open(name, O_DIR_NOFOLLOW, dir_fd=fd)
         except FileNotFoundError:
             raise PathNotFound(rel, self.sandbox_id) from None
         except NotADirectoryError:
@@ -435,7 +435,7 @@ class _Workspace:
                         raise PathNotFound(rel, self.sandbox_id) from None
                     _add_member(tar, rel, name, fd, st)
                     if stat.S_ISDIR(st.st_mode):
-                        sub = os.open(name, _O_DIR, dir_fd=fd)
+                        sub = os.open(name, O_DIR_NOFOLLOW, dir_fd=fd)
                         try:
                             for path, child, parent, cst in _walk(sub, rel + "/"):
                                 _add_member(tar, path, child, parent, cst)
@@ -462,7 +462,7 @@ class _Workspace:
         for path, mode, mtime in sorted(dirs, key=lambda d: d[0].count("/"), reverse=True):
             fd, name = self.resolve(path, follow=False)
             try:
-                sub = os.open(name, _O_DIR, dir_fd=fd)
+                sub = os.open(name, O_DIR_NOFOLLOW, dir_fd=fd)
             except OSError:
                 log.warning("directory %r changed during import; its mode was not set", path)
                 continue
@@ -550,7 +550,7 @@ def _walk(dir_fd: int, prefix: str) -> Iterator[tuple[str, str, int, os.stat_res
         yield path, entry.name, dir_fd, st
         if stat.S_ISDIR(st.st_mode):
             try:
-                sub = os.open(entry.name, _O_DIR, dir_fd=dir_fd)
+                sub = os.open(entry.name, O_DIR_NOFOLLOW, dir_fd=dir_fd)
             except OSError as exc:
                 log.warning("skipping %r: %s", path, exc)
                 continue
@@ -560,18 +560,8 @@ def _walk(dir_fd: int, prefix: str) -> Iterator[tuple[str, str, int, os.stat_res
                 os.close(sub)
 
 
-def _kind(mode: int) -> Literal["file", "dir", "symlink", "other"]:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
 def _entry(path: str, name: str, parent: int, st: os.stat_result) -> FileEntry:
-    kind = _kind(st.st_mode)
+    kind = entry_type(st.st_mode)
     return FileEntry(
         path=path,
         type=kind,
@@ -606,7 +596,7 @@ def _add_member(
     info.mode = stat.S_IMODE(st.st_mode)
     info.mtime = st.st_mtime
     info.uid, info.gid = st.st_uid, st.st_gid
-    kind = _kind(st.st_mode)
+    kind = entry_type(st.st_mode)
     if kind == "dir":
         info.type = tarfile.DIRTYPE
         tar.addfile(info)

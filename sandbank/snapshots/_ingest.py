@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from pyfastcdc import FastCDC
 
+from sandbank._hostfs import entry_type, open_dir_nofollow
 from sandbank.providers._tar import TarGuard, member_path
 from sandbank.providers.base import FileEntry
 from sandbank.snapshots._format import (
@@ -105,31 +106,6 @@ class Excluder:
         return False
 
 
-def _type_of(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
-def _open_dir(root_fd: int, parts: list[bytes]) -> int:
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            nxt = os.open(
-                part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
-            )
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def scan_host(root: str, excluder: Excluder) -> ScanNode:
     """Walk a host directory through directory fds, never following a symlink."""
     root_b = os.fsencode(root)
@@ -142,7 +118,7 @@ def scan_host(root: str, excluder: Excluder) -> ScanNode:
             node = stack.pop()
             assert node.children is not None
             try:
-                fd = _open_dir(root_fd, node.path.split(b"/") if node.path else [])
+                fd = open_dir_nofollow(root_fd, node.path.split(b"/") if node.path else [])
             except FileNotFoundError:
                 raise SourceChanged(os.fsdecode(node.path), "the directory disappeared") from None
             except OSError:
@@ -166,7 +142,7 @@ def _scan_dir(fd: int, node: ScanNode, stack: list[ScanNode], excluder: Excluder
                 est = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # deleted while we looked: not part of this snapshot
-            kind = _type_of(est.st_mode)
+            kind = entry_type(est.st_mode)
             if kind == "other":
                 log.warning("skipping %r: not a file, directory or symlink", os.fsdecode(rel))
                 continue

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from sandbank._hostfs import open_dir_nofollow
 from sandbank.providers.base import FileEntry
 from sandbank.snapshots._format import SMALL_FILE, Node
 from sandbank.snapshots._repo import Repo, zero_id
@@ -21,7 +22,6 @@ from sandbank.snapshots.errors import CorruptObject, MissingObject, TargetNotEmp
 
 log = logging.getLogger("sandbank.snapshots")
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -39,6 +39,15 @@ class Counts:
     files_written: int = 0
     bytes_written: int = 0
     unchanged: int = 0
+
+    def keep(self, node: Node) -> None:
+        """Count a file or symlink that is already right in the target."""
+        self.unchanged += 1
+        if node.type == "file":
+            self.files += 1
+            self.bytes += node.size
+        else:
+            self.symlinks += 1
 
 
 class BlobSource:
@@ -119,20 +128,6 @@ def check_available(repo: Repo, needed: set[bytes]) -> None:
             raise MissingObject(
                 f"blob {blob_id.hex()}", "no pack index lists it (its pack was deleted or lost)"
             )
-
-
-def _open_dir(root_fd: int, parts: list[bytes]) -> int:
-    """Open a directory below root without following any symlink on the way."""
-    fd = os.dup(root_fd)
-    try:
-        for part in parts:
-            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = nxt
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _remove(name: bytes, dir_fd: int) -> None:
@@ -235,7 +230,7 @@ def _restore_into(
             {n.name: n for n in trees[base_tid]} if base_tid is not None and base_tid in trees
             else {}
         )  # fmt: skip
-        fd = _open_dir(root_fd, parts)
+        fd = open_dir_nofollow(root_fd, parts)
         try:
             wanted = {n.name: n for n in nodes}
             existing = [os.fsencode(n) for n in os.listdir(fd)]
@@ -255,12 +250,7 @@ def _restore_into(
             files = []
             for node in nodes:
                 if node.name in same:
-                    counts.unchanged += 1
-                    if node.type == "file":
-                        counts.files += 1
-                        counts.bytes += node.size
-                    else:
-                        counts.symlinks += 1
+                    counts.keep(node)
                 elif node.type == "dir":
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(node.name, 0o700, dir_fd=fd)
@@ -298,7 +288,7 @@ def _restore_into(
     source = make_source(repo, [f for _, files in jobs for f in files])
 
     def write_files(parts: list[bytes], files: list[Node]) -> None:
-        fd = _open_dir(root_fd, parts)
+        fd = open_dir_nofollow(root_fd, parts)
         try:
             for node in files:
                 _write_file(fd, node, source, repo)
@@ -327,7 +317,7 @@ def _restore_into(
     for parts, node, _ in reversed(dirs):
         if node is None:
             continue
-        fd = _open_dir(root_fd, parts)
+        fd = open_dir_nofollow(root_fd, parts)
         try:
             os.fchmod(fd, node.mode)
             os.utime(fd, ns=(node.mtime_ns, node.mtime_ns))
@@ -344,12 +334,7 @@ def _count_unchanged(trees: dict[bytes, list[Node]], tid: bytes, counts: Counts)
                 if node.tree:
                     stack.append(node.tree)
                 continue
-            counts.unchanged += 1
-            if node.type == "file":
-                counts.files += 1
-                counts.bytes += node.size
-            else:
-                counts.symlinks += 1
+            counts.keep(node)
 
 
 def _write_file(dir_fd: int, node: Node, source: BlobSource, repo: Repo) -> None:
