@@ -52,6 +52,7 @@ content-addressed checkpoint)."""
 _IDLE_LOSS_PATCH = "sandbank-lost-while-idle"
 _CONTINUE_PATCH = "sandbank-continue-after-last-reply"
 _MIGRATE_DELTA_PATCH = "sandbank-migrate-delta-from-base"
+_TURN_CHECKPOINT_PATCH = "sandbank-turn-retried-when-checkpoint-loses-sandbox"
 
 
 @dataclass
@@ -440,12 +441,19 @@ class SessionWorkflow:
             result.error_type = "ConfigurationError"
             result.error = f"no turn handler {turn.handler!r} (known: {sorted(_HANDLERS)})"
             return result
+        # A sandbox lost before its turn is checkpointed takes the turn's changes with it:
+        # the turn runs again on a sandbox rebuilt from the last checkpoint.
+        checkpoint_in_turn = workflow.patched(_TURN_CHECKPOINT_PATCH)
+        checkpointed = False
         for attempt in range(3):
             try:
                 box = await self._ensure_live()
                 self.state.dirty = True
                 outcome = await handler(box, turn)
                 result.steps, result.reply = outcome.steps, outcome.reply
+                if checkpoint_in_turn:
+                    result.checkpoint = await self._turn_checkpoint(raise_lost=True)
+                    checkpointed = True
                 break
             except (SandboxLost, SandboxNotFound, t.ExecInterrupted) as exc:
                 if isinstance(exc, t.ExecInterrupted) and await self._sandbox_alive():
@@ -459,10 +467,8 @@ class SessionWorkflow:
             except (SandbankError, FailureError) as exc:
                 result.error_type, result.error = type(exc).__name__, str(exc)
                 break
-        try:
-            result.checkpoint = await self._checkpoint()
-        except (SandbankError, FailureError) as exc:
-            self._event("checkpoint_failed", f"{type(exc).__name__}: {exc}")
+        if not checkpointed:
+            result.checkpoint = await self._turn_checkpoint(raise_lost=False)
         result.seconds = workflow.time() - started
         codes = [s.exit_code for s in result.steps if s.exit_code is not None]
         self._event(
@@ -472,6 +478,17 @@ class SessionWorkflow:
             + (", recovered" if result.recovered else ""),
         )
         return result
+
+    async def _turn_checkpoint(self, *, raise_lost: bool) -> str | None:
+        """The checkpoint after a turn. A failure is recorded, not raised, unless the
+        sandbox was lost and ``raise_lost`` (the turn is then run again)."""
+        try:
+            return await self._checkpoint()
+        except (SandbankError, FailureError) as exc:
+            if raise_lost and isinstance(exc, (SandboxLost, SandboxNotFound)):
+                raise
+            self._event("checkpoint_failed", f"{type(exc).__name__}: {exc}")
+            return None
 
     async def _sandbox_alive(self) -> bool:
         if self._box is None:

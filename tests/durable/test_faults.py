@@ -563,17 +563,20 @@ async def _destroy_all(state: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["stopped-between-turns", "killed-mid-turn"])
+@pytest.mark.parametrize(
+    "how", ["stopped-between-turns", "killed-mid-turn", "killed-mid-checkpoint"]
+)
 async def test_sandbox_worker_gone_rebuilds_on_another_worker(
     faults: Faults, bwrap: str, how: str
 ) -> None:
     """The sandbox's worker goes away for good: after ``worker_timeout`` with no worker on
-    its queue, the session rebuilds from the last checkpoint on the other worker."""
+    its queue, the session rebuilds from the last checkpoint on the other worker (and a
+    turn whose checkpoint never landed runs again there: its changes are not lost)."""
     bound = 8.0
     state_a, state_b = faults.tmp / "local-a", faults.tmp / "local-b"
     states = {"worker-a": state_a, "worker-b": state_b}
     workers = {"worker-a": await faults.worker("worker-a", state_dir=state_a)}
-    if how == "killed-mid-turn":
+    if how != "stopped-between-turns":
         workers["worker-b"] = await faults.worker("worker-b", state_dir=state_b)
     mgr = faults.manager
     sid = await mgr.start("local", release_after=3600, worker_timeout=bound)
@@ -590,7 +593,7 @@ async def test_sandbox_worker_gone_rebuilds_on_another_worker(
             survivor = await faults.worker("worker-b", state_dir=state_b)
             gone = time.monotonic()
             r2 = await send(mgr, sid, sh("sha256sum src/blob src/t.txt"))
-        else:
+        elif how == "killed-mid-turn":
             survivor = workers["worker-b" if holder == "worker-a" else "worker-a"]
             workspace = await host_workspace(states[holder], first.sandbox_id)
             cmd = "echo run >> runs.log; sleep 4; sha256sum src/blob src/t.txt"
@@ -601,11 +604,25 @@ async def test_sandbox_worker_gone_rebuilds_on_another_worker(
             workers[holder].sigkill()
             gone = time.monotonic()
             r2 = await asyncio.wait_for(turn, 120)
+        else:  # the command finished; its worker dies while checkpointing what it wrote
+            survivor = workers["worker-b" if holder == "worker-a" else "worker-a"]
+            packs = Path(faults.store_url.removeprefix("file://")) / "packs"
+            before = set(os.listdir(packs))
+            big = "for i in 1 2 3 4; do head -c 40M /dev/urandom > f$i; done; echo run >> runs.log"
+            turn = asyncio.create_task(send(mgr, sid, sh(big, "sha256sum src/blob src/t.txt")))
+
+            async def writing() -> bool:
+                return bool(set(os.listdir(packs)) - before)
+
+            await wait_for(writing, 60, "the checkpoint to write its first pack", every=0.01)
+            workers[holder].sigkill()
+            gone = time.monotonic()
+            r2 = await asyncio.wait_for(turn, 120)
         took = time.monotonic() - gone
         print(f"\n[{how}] worker gone -> turn done on {survivor.name}: {took:.2f}s "
               f"(worker_timeout {bound:g}s)")  # fmt: skip
         assert r2.error is None, r2.error
-        assert r2.recovered and r2.steps[0].stdout.endswith(sums)
+        assert r2.recovered and r2.steps[-1].stdout.endswith(sums)
         assert took >= bound
         info = await mgr.describe(sid)
         assert info.sandbox_id and info.sandbox_id != first.sandbox_id
@@ -616,9 +633,13 @@ async def test_sandbox_worker_gone_rebuilds_on_another_worker(
         abandoned = [e.detail for e in history if e.kind == "sandbox_abandoned"]
         assert len(abandoned) == 1 and first.sandbox_id in abandoned[0]
         assert "rehydrated" in kinds(history)
-        if how == "killed-mid-turn":  # the turn ran again from the checkpoint, once
-            r3 = await send(mgr, sid, sh("cat runs.log"))
-            assert r3.steps[0].stdout == "run\n"
+        if how != "stopped-between-turns":  # the turn ran again from the checkpoint, once
+            r3 = await send(mgr, sid, sh("cat runs.log; ls"))
+            assert r3.steps[0].stdout.startswith("run\n"), r3.steps[0].stdout
+            assert "checkpoint_failed" not in kinds(history)
+        if how == "killed-mid-checkpoint":  # what the rerun wrote is in a checkpoint
+            assert r2.checkpoint and r2.checkpoint != r1.checkpoint
+            assert r3.steps[0].stdout.split() == ["run", "f1", "f2", "f3", "f4", "runs.log", "src"]
         await mgr.stop(sid)
         assert await _list(states[survivor.name]) == []
     finally:
