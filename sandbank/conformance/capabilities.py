@@ -28,6 +28,9 @@ async def _interfaces(box: Sandbox) -> list[str]:
     return (await run_ok(box, _INTERFACES)).decode().split()
 
 
+_COMMAND_LINES = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done 2>/dev/null"
+
+
 class CapabilityTests(ConformanceFixtures):
     """pause, network policy, resource limits and host paths, declared or refused."""
 
@@ -49,6 +52,28 @@ class CapabilityTests(ConformanceFixtures):
             await sandbox.pause()
         with pytest.raises(NotSupported):
             await sandbox.resume()
+        assert await sandbox.status() == SandboxStatus.RUNNING
+
+    @capability("stop")
+    async def test_stop_resume(self, sandbox: Sandbox) -> None:
+        """stop ends every process and makes the sandbox STOPPED with its files kept;
+        resume makes it RUNNING again."""
+        await sandbox.write_file("before.txt", b"before")
+        await sandbox.exec("sleep 3217 >/dev/null 2>&1 &")
+        assert b"sleep 3217" in await run_ok(sandbox, _COMMAND_LINES)
+        await sandbox.stop()
+        assert await sandbox.status() == SandboxStatus.STOPPED
+        await sandbox.resume()
+        assert await sandbox.status() == SandboxStatus.RUNNING
+        result = await sandbox.exec(["cat", "before.txt"])
+        assert (result.exit_code, result.stdout) == (0, b"before")
+        assert b"sleep 3217" not in await run_ok(sandbox, _COMMAND_LINES), "outlived stop()"
+
+    @capability("stop", declared=False)
+    async def test_stop_not_supported(self, sandbox: Sandbox) -> None:
+        """Without the stop capability, stop() raises NotSupported."""
+        with pytest.raises(NotSupported):
+            await sandbox.stop()
         assert await sandbox.status() == SandboxStatus.RUNNING
 
     @capability("network_policy")

@@ -162,6 +162,7 @@ class SandboxActivities:
             self.restore,
             self.destroy,
             self.pause,
+            self.stop,
             self.resume,
             self.stage_file,
             self.stage_bytes,
@@ -312,6 +313,13 @@ class SandboxActivities:
     async def pause(self, ref: t.SandboxRef) -> None:
         async def work() -> None:
             await (await self._box(ref)).pause()
+
+        await self._run(ref, work)
+
+    @activity.defn(name=t.STOP)
+    async def stop(self, ref: t.SandboxRef) -> None:
+        async def work() -> None:
+            await (await self._box(ref)).stop()
 
         await self._run(ref, work)
 

@@ -194,17 +194,28 @@ def _manager_call(ctx: click.Context, call: Any) -> Any:
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--name", default="")
 @click.option("--pause-after", type=float, default=60.0, show_default=True)
-@click.option("--release-after", type=float, default=600.0, show_default=True)
+@click.option(
+    "--release-after", type=float, default=600.0, show_default=True,
+    help="Idle seconds before the sandbox is checkpointed and stopped (or destroyed).",
+)  # fmt: skip
+@click.option(
+    "--destroy-after", type=float, default=86400.0, show_default=True,
+    help="Idle seconds before a stopped sandbox is destroyed, leaving its checkpoint.",
+)  # fmt: skip
 @click.option(
     "--worker-timeout", type=float, default=30.0, show_default=True,
     help="Seconds a call waits for the worker holding the sandbox before rebuilding elsewhere.",
 )  # fmt: skip
+@click.option("--continue-after-turns", type=int, default=100, show_default=True)
 @click.pass_context
 def start_cmd(
     ctx: click.Context, provider: str, manifest: str | None, name: str,
-    pause_after: float, release_after: float, worker_timeout: float,
+    pause_after: float, release_after: float, destroy_after: float, worker_timeout: float,
+    continue_after_turns: int,
 ) -> None:  # fmt: skip
-    """Start a session; prints its id."""
+    """Start a session; prints its id. Idle, its sandbox is paused after --pause-after,
+    stopped after --release-after and destroyed after --destroy-after (each where the
+    provider can; a checkpoint is taken before it stops)."""
     from sandbank.manifest import Manifest
 
     parsed = None
@@ -221,7 +232,9 @@ def start_cmd(
                 name=name,
                 pause_after=pause_after,
                 release_after=release_after,
+                destroy_after=destroy_after,
                 worker_timeout=worker_timeout,
+                continue_after_turns=continue_after_turns,
             ),
         )
     )

@@ -177,7 +177,12 @@ class Demo:
     async def start_session(self) -> str:
         manifest = {"image": self.image} if self.use_docker else None
         self.sid = await self.mgr.start(
-            "local", manifest, name="demo", pause_after=3600, release_after=RELEASE_AFTER
+            "local",
+            manifest,
+            name="demo",
+            pause_after=3600,
+            release_after=RELEASE_AFTER,
+            destroy_after=RELEASE_AFTER,
         )
         self.sessions.append(self.sid)
         return f"session {self.sid} (its sandbox is created on the first message)"

@@ -54,12 +54,18 @@ class SessionManager:
         session_id: str | None = None,
         pause_after: float = 60.0,
         release_after: float = 600.0,
+        destroy_after: float = 86400.0,
         worker_timeout: float = 30.0,
+        continue_after_turns: int = 100,
     ) -> str:
         """Start a session (its sandbox is created on the first message); returns its id.
 
-        ``worker_timeout``: seconds a call waits for the worker that holds the sandbox;
-        past it the sandbox is rebuilt from its last checkpoint on another worker."""
+        Idle tiers (seconds without a message): ``pause_after`` freezes the sandbox,
+        ``release_after`` checkpoints it and stops it (or destroys it where the provider
+        cannot stop), ``destroy_after`` destroys a stopped one. ``worker_timeout``: seconds
+        a call waits for the worker that holds the sandbox; past it the sandbox is rebuilt
+        from its last checkpoint on another worker. ``continue_after_turns``: turns per
+        workflow run before it continues as new (bounded history)."""
         session_id = session_id or f"session-{uuid.uuid4().hex[:10]}"
         manifest_json = Manifest.parse(manifest).to_json() if manifest is not None else None
         config = SessionConfig(
@@ -68,7 +74,9 @@ class SessionManager:
             name=name or session_id,
             pause_after=pause_after,
             release_after=release_after,
+            destroy_after=destroy_after,
             worker_timeout=worker_timeout,
+            continue_after_turns=continue_after_turns,
         )
         await self.client.start_workflow(
             SessionWorkflow.run,

@@ -53,6 +53,7 @@ _IDLE_LOSS_PATCH = "sandbank-lost-while-idle"
 _CONTINUE_PATCH = "sandbank-continue-after-last-reply"
 _MIGRATE_DELTA_PATCH = "sandbank-migrate-delta-from-base"
 _TURN_CHECKPOINT_PATCH = "sandbank-turn-retried-when-checkpoint-loses-sandbox"
+_TIER_DEPTH = {"none": 0, "running": 0, "paused": 1, "stopped": 2, "released": 3}
 
 
 @dataclass
@@ -121,9 +122,14 @@ class SessionConfig:
     manifest_json: str | None = None
     name: str = ""
     pause_after: float = 60.0
-    """Idle seconds before the sandbox is paused (where the provider can pause)."""
+    """Idle seconds before the sandbox is paused (where the provider can pause): no CPU,
+    memory kept, instant wake."""
     release_after: float = 600.0
-    """Idle seconds before the sandbox is checkpointed and destroyed."""
+    """Idle seconds before the sandbox gives up its CPU and memory: checkpointed, then
+    stopped where the provider can (its disk kept, so waking skips the restore), else
+    destroyed (only the checkpoint remains; the next message rehydrates from it)."""
+    destroy_after: float = 86400.0
+    """Idle seconds before a stopped sandbox is destroyed too, leaving only its checkpoint."""
     max_events: int = 200
     continue_after_turns: int = 100
     """Turns per workflow run before continue-as-new (history stays bounded). The session
@@ -141,7 +147,7 @@ class SessionState:
     sandbox: t.SandboxRef | None = None
     capabilities: list[str] = field(default_factory=list)
     sandbox_state: str = "none"
-    """none, running, paused or released."""
+    """none, running, paused, stopped or released."""
     checkpoint: str | None = None
     checkpoint_bytes: int = 0
     """Logical size of the workspace at the last checkpoint."""
@@ -502,10 +508,11 @@ class SessionWorkflow:
         s = self.state
         if self._box is not None and s.sandbox_state == "running":
             return self._box
-        if self._box is not None and s.sandbox_state == "paused":
+        if self._box is not None and s.sandbox_state in ("paused", "stopped"):
+            started = workflow.time()
             await self._box.resume()
-            s.sandbox_state = "running"
-            self._event("resumed")
+            s.sandbox_state, was = "running", s.sandbox_state
+            self._event("resumed", f"from {was} in {workflow.time() - started:.2f}s")
             return self._box
         started = workflow.time()
         box = await WorkflowSandbox.create(
@@ -560,30 +567,47 @@ class SessionWorkflow:
 
     # -- idle tiers -------------------------------------------------------------------------
 
-    def _can_pause(self) -> bool:
-        return "pause" in self.state.capabilities
+    def _idle_tiers(self) -> list[tuple[float, str]]:
+        """(idle seconds, state) for each tier the sandbox can still go down to: paused and
+        stopped where the provider can, released (destroyed)."""
+        s, cfg, caps = self.state, self.state.config, self.state.capabilities
+        tiers = [(cfg.pause_after, "paused")] if "pause" in caps else []
+        if not self._no_store:
+            if "stop" in caps:
+                tiers += [(cfg.release_after, "stopped"), (cfg.destroy_after, "released")]
+            else:
+                tiers.append((cfg.release_after, "released"))
+        depth = _TIER_DEPTH[s.sandbox_state]
+        return [(after, state) for after, state in tiers if _TIER_DEPTH[state] > depth]
 
     def _idle_timeout(self) -> float | None:
         s = self.state
-        if self._migration is not None or s.sandbox_state not in ("running", "paused"):
+        if self._migration is not None or s.sandbox_state not in ("running", "paused", "stopped"):
             return None
-        idle = workflow.time() - s.last_activity
-        cfg = s.config
-        if s.sandbox_state == "running" and self._can_pause() and idle < cfg.pause_after:
-            # Pause first, unless releasing is due sooner (then _idle_step releases).
-            due = cfg.pause_after if self._no_store else min(cfg.pause_after, cfg.release_after)
-            return max(due - idle, 0.001)
-        if self._no_store:
+        tiers = self._idle_tiers()
+        if not tiers:
             return None
-        return max(cfg.release_after - idle, 0.001)
+        return max(min(after for after, _ in tiers) - (workflow.time() - s.last_activity), 0.001)
 
     async def _idle_step(self) -> None:
+        """Go down to the deepest tier whose idle time has come."""
         s = self.state
         idle = workflow.time() - s.last_activity
+        due = [state for after, state in self._idle_tiers() if idle >= after]
         try:
-            if idle >= s.config.release_after and not self._no_store:
+            if not due or self._box is None:
+                return
+            if due[-1] == "released":
                 await self._release()
-            elif s.sandbox_state == "running" and self._can_pause() and self._box is not None:
+            elif due[-1] == "stopped":
+                if s.sandbox_state == "paused":
+                    await self._box.resume()
+                    s.sandbox_state = "running"
+                await self._checkpoint()
+                await self._box.stop()
+                s.sandbox_state = "stopped"
+                self._event("stopped", f"after {idle:.0f}s idle, checkpoint {s.checkpoint}")
+            else:
                 await self._box.pause()
                 s.sandbox_state = "paused"
                 self._event("paused", f"after {idle:.0f}s idle")
@@ -609,7 +633,7 @@ class SessionWorkflow:
             if s.sandbox_state == "paused":
                 await self._box.resume()
                 s.sandbox_state = "running"
-            await self._checkpoint()
+            await self._checkpoint()  # a stopped sandbox was checkpointed when it stopped
             if self._no_store:
                 return
             await self._box.destroy()

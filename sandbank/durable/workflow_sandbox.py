@@ -286,6 +286,9 @@ class WorkflowSandbox:
     async def pause(self) -> None:
         await self._call(t.PAUSE, self.ref, None)
 
+    async def stop(self) -> None:
+        await self._call(t.STOP, self.ref, None)
+
     async def resume(self) -> None:
         await self._call(t.RESUME, self.ref, None)
 

@@ -58,6 +58,10 @@ class Capabilities:
     """What a provider can do beyond the required interface."""
 
     pause: bool = False
+    """``pause()`` freezes every process (memory kept, no CPU); ``resume()`` thaws them."""
+    stop: bool = False
+    """``stop()`` ends every process and frees the sandbox's CPU and memory, keeping its
+    files; ``resume()`` starts it again (waking without a restore)."""
     native_snapshot: bool = False
     ports: bool = False
     pty: bool = False
@@ -337,9 +341,18 @@ class Sandbox(ABC):
         self.provider.require("pause")
         await self._pause()
 
-    async def resume(self) -> None:
+    async def stop(self) -> None:
+        """End every process in the sandbox; its files stay until ``destroy()``."""
         self._ensure_open()
-        self.provider.require("pause")
+        self.provider.require("stop")
+        await self._stop()
+
+    async def resume(self) -> None:
+        """Bring a paused or stopped sandbox back to running (a running one stays)."""
+        self._ensure_open()
+        caps = self.provider.capabilities
+        if not (caps.pause or caps.stop):
+            raise NotSupported(self.provider.name, "pause")
         await self._resume()
 
     async def aclose(self) -> None:
@@ -417,6 +430,9 @@ class Sandbox(ABC):
 
     async def _pause(self) -> None:
         raise NotSupported(self.provider.name, "pause")
+
+    async def _stop(self) -> None:
+        raise NotSupported(self.provider.name, "stop")
 
     async def _resume(self) -> None:
         raise NotSupported(self.provider.name, "pause")

@@ -1078,9 +1078,19 @@ class DockerSandbox(Sandbox):
         with self._errors():
             await asyncio.to_thread(self._api.pause, self.container_id)
 
+    async def _stop(self) -> None:
+        with self._errors():
+            # No grace period: PID 1 is the idle keeper, which ignores SIGTERM.
+            await asyncio.to_thread(self._api.stop, self.container_id, timeout=0)
+
     async def _resume(self) -> None:
         with self._errors():
-            await asyncio.to_thread(self._api.unpause, self.container_id)
+            state = await asyncio.to_thread(self._api.inspect_container, self.container_id)
+            status = state["State"].get("Status", "")
+            if status == "paused":
+                await asyncio.to_thread(self._api.unpause, self.container_id)
+            elif status in ("exited", "created"):
+                await asyncio.to_thread(self._api.start, self.container_id)
 
 
 def _is_text(path: str) -> bool:
@@ -1187,7 +1197,7 @@ class DockerProvider(Provider):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            pause=True, network_policy=True, resource_limits=True, durable_exec=True
+            pause=True, stop=True, network_policy=True, resource_limits=True, durable_exec=True
         )
 
     @property

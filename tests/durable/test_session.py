@@ -9,7 +9,14 @@ from temporalio.client import WorkflowExecutionStatus
 
 from sandbank.durable.activities import SandboxActivities
 from sandbank.durable.manager import SessionManager
-from sandbank.durable.session import SessionConfig, SessionState, SessionWorkflow, Step, Turn
+from sandbank.durable.session import (
+    SessionConfig,
+    SessionInfo,
+    SessionState,
+    SessionWorkflow,
+    Step,
+    Turn,
+)
 from sandbank.durable.worker import build_worker
 
 
@@ -164,23 +171,57 @@ async def test_lost_sandbox_is_rebuilt_from_checkpoint(client, task_queue, local
 
 
 @pytest.mark.docker
-async def test_pause_when_idle_on_docker(client, task_queue, docker_image, store):
+async def test_idle_tiers_on_docker_pause_stop_release(client, task_queue, docker_image, store):
+    """Idle, a docker sandbox is paused, then checkpointed and stopped (the container
+    stays, nothing runs), then destroyed; each wake comes back from where it went."""
     from sandbank.providers.docker import DockerProvider
 
     docker = DockerProvider(image=docker_image)
     acts = SandboxActivities({"docker": docker}, store)
     mgr = SessionManager(client, task_queue)
+
+    async def reaches(sid: str, state: str) -> SessionInfo:
+        for _ in range(200):
+            if (info := await mgr.describe(sid)).sandbox_state == state:
+                return info
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{sid} never became {state}: {info}")
+
+    async def container(box_id: str) -> str:
+        found = [b for b in await docker.list() if b.id == box_id]
+        return found[0].status.value if found else "gone"
+
     try:
         async with build_worker(client, acts, task_queue=task_queue):
-            sid = await mgr.start("docker", pause_after=0.5, release_after=600)
+            sid = await mgr.start("docker", pause_after=0.5, release_after=2, destroy_after=4)
             await mgr.send(sid, sh("echo hi > h.txt"))
-            for _ in range(100):
-                if (await mgr.describe(sid)).sandbox_state == "paused":
-                    break
-                await asyncio.sleep(0.1)
-            assert (await mgr.describe(sid)).sandbox_state == "paused"
+            box_id = (await reaches(sid, "paused")).sandbox_id
+            assert box_id and await container(box_id) == "paused"
             r = await mgr.send(sid, sh("cat h.txt"))
             assert r.steps[0].stdout == "hi\n"
+
+            stopped = await reaches(sid, "stopped")
+            assert stopped.sandbox_id == box_id and await container(box_id) == "stopped"
+            r = await mgr.send(sid, sh("cat h.txt; echo more >> h.txt"))
+            assert r.steps[0].stdout == "hi\n" and not r.recovered
+            assert (await mgr.describe(sid)).sandbox_id == box_id  # woke without a restore
+
+            released = await reaches(sid, "released")
+            assert released.sandbox_id is None and await container(box_id) == "gone"
+            r = await mgr.send(sid, sh("cat h.txt"))
+            assert r.steps[0].stdout == "hi\nmore\n"
+            events = [(e.kind, e.detail) for e in await mgr.history(sid)]
+            kinds = [k for k, _ in events]
+            assert kinds.count("paused") >= 2 and kinds.count("stopped") == 2, kinds
+            assert [d.split(" in ")[0] for k, d in events if k == "resumed"] == [
+                "from paused",
+                "from stopped",
+            ]
+            assert kinds.count("rehydrated") == 1 and kinds[-3:] == [
+                "rehydrated",
+                "checkpoint",
+                "turn",
+            ]
             await mgr.stop(sid)
     finally:
         await acts.aclose()
