@@ -9,13 +9,16 @@ in a temp dir, the local provider and (when an engine answers) docker, and measu
   sandbox inside a workflow (target: at most 30 ms added at p50);
 * kill -> resume: SIGKILL the worker process that runs an exec, time until the retry runs
   on another worker process (target <= 15 s; the activity heartbeat timeout drives it);
-* wake from idle: a released docker session holding the medium workspace (202 MiB, 15,005
-  files) takes a message; time until its command runs (target p50 <= 3 s);
+* wake from idle: a docker session holding the medium workspace (202 MiB, 15,005 files)
+  takes a message; time until its command runs (target p50 <= 3 s), from each idle tier
+  that gives up CPU and memory: stopped (container kept) and released (destroyed: the
+  workspace is restored from the checkpoint; each round next to a raw ``docker run`` plus
+  ``tar -c | docker exec -i tar -x`` of the same tree, the floor of any restore);
 * migration local -> docker of the medium workspace against a raw ``docker run`` plus
-  ``tar -c | docker exec -i tar -x`` of the same tree (target <= 1.5x in total time), and the
-  downtime after a 1 MiB change since the last checkpoint (target <= 1 s): from the moment
-  the session stops serving commands to the moment it serves on the target, as the session
-  records it;
+  ``tar -c | docker exec -i tar -x`` of the same tree run just before each round (target
+  <= 1.5x, ratio of the medians), and the downtime after a 1 MiB change since the last
+  checkpoint (target p50 <= 1 s): from the moment the session stops serving commands to the
+  moment it serves on the target, as the session records it;
 * N sleeping sessions (released: nothing live) on one worker process: live sandboxes (target
   0) and the worker's RSS (target <= 300 MB).
 
@@ -51,7 +54,8 @@ from sandbank.durable.worker_process import WorkerProcess
 LIMITS = {
     "exec_added_p50_ms": 30.0,
     "kill_to_resume_s": 15.0,
-    "wake_p50_s": 3.0,
+    "wake_stopped_p50_s": 3.0,
+    "wake_released_p50_s": 3.0,
     "migration_vs_raw_tar": 1.5,
     "migration_downtime_s": 1.0,
     "sleeping_live_sandboxes": 0,
@@ -122,14 +126,17 @@ async def pending_exec(handle: Any) -> Any:
     return None
 
 
-def seeded_state(provider: str, checkpoint: str, *, manifest: str | None, release: float) -> Any:
+def seeded_state(
+    provider: str, checkpoint: str, *, manifest: str | None, release: float, destroy: float
+) -> Any:
     """A session that sleeps from its first moment: released, restored from ``checkpoint``
     on its first message (exactly what ``fork`` starts)."""
     from sandbank.durable.session import SessionConfig, SessionState
 
     config = SessionConfig(
-        provider=provider, manifest_json=manifest, pause_after=3600, release_after=release
-    )
+        provider=provider, manifest_json=manifest, pause_after=3600, release_after=release,
+        destroy_after=destroy,
+    )  # fmt: skip
     return SessionState(config=config, checkpoint=checkpoint, sandbox_state="released")
 
 
@@ -239,46 +246,63 @@ async def make_workspace(tmp: Path) -> Path:
 
 
 async def bench_wake(
-    client: Any, queue: str, checkpoint: str, image: str, rounds: int
-) -> dict[str, Any]:
+    client: Any, queue: str, checkpoint: str, image: str, rounds: int, tier: str,
+    ws: Path, label: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    """Wake a docker session from ``tier`` ("stopped" or "released") ``rounds`` times."""
     from sandbank.durable.manager import SessionManager
     from sandbank.durable.session import SessionWorkflow
 
     mgr = SessionManager(client, queue)
-    sid = f"bench-wake-{uuid.uuid4().hex[:6]}"
+    sid = f"bench-wake-{tier}-{uuid.uuid4().hex[:6]}"
     manifest = json.dumps({"image": image})
+    destroy = 1.0 if tier == "released" else 3600
     await client.start_workflow(
         SessionWorkflow.run,
-        seeded_state("docker", checkpoint, manifest=manifest, release=1.0),
+        seeded_state("docker", checkpoint, manifest=manifest, release=1.0, destroy=destroy),
         id=sid,
         task_queue=queue,
     )
     to_command: list[float] = []
     to_reply: list[float] = []
-    rehydrate: list[str] = []
+    raw: list[float] = []
+    wakes: list[str] = []
     try:
+        first = await mgr.send(sid, sh("true"))  # the sandbox is live (rehydrated)
+        assert first.error is None, first.error
         for _ in range(rounds):
 
-            async def released() -> bool:
-                return (await mgr.describe(sid)).sandbox_state == "released"
+            async def asleep() -> bool:
+                return (await mgr.describe(sid)).sandbox_state == tier
 
-            await wait_until(released, 120, "the session to release its sandbox")
+            await wait_until(asleep, 120, f"the session's sandbox to be {tier}")
+            if tier == "released":  # the floor, measured in the same memory and disk state
+                anchor = await asyncio.to_thread(raw_tar_into_container, ws, image, label)
+                raw.append(anchor["total_s"])
             started = time.time()
             result = await mgr.send(sid, sh("date +%s.%N"))
             to_reply.append(time.time() - started)
             assert result.error is None, result.error
             to_command.append(float(result.steps[0].stdout) - started)
             events = await mgr.history(sid)
-            rehydrate += [e.detail for e in events if e.kind == "rehydrated"][-1:]
+            wakes += [
+                f"{e.kind} {e.detail}" for e in events if e.kind in ("rehydrated", "resumed")
+            ][-1:]
     finally:
         await mgr.stop(sid)
-    return {
+    report: dict[str, Any] = {
         "wake_to_command_p50_s": round(statistics.median(to_command), 2),
         "wake_to_command_max_s": round(max(to_command), 2),
         "wake_to_reply_p50_s": round(statistics.median(to_reply), 2),
         "rounds": rounds,
-        "last_rehydrated_event": rehydrate[-1] if rehydrate else "",
+        "last_wake_event": wakes[-1] if wakes else "",
     }
+    if raw:
+        report["raw_docker_run_and_tar_p50_s"] = round(statistics.median(raw), 2)
+        report["ratio_vs_raw_p50"] = round(
+            statistics.median(to_command) / statistics.median(raw), 2
+        )
+    return report
 
 
 def raw_tar_into_container(ws: Path, image: str, label: dict[str, str]) -> dict[str, float]:
@@ -335,48 +359,66 @@ async def activity_spans(handle: Any, downtime: float) -> list[str]:
 
 
 async def bench_migrate(
-    client: Any, queue: str, local: Any, checkpoint: str, ws: Path, image: str, label: dict
-) -> dict[str, Any]:
+    client: Any, queue: str, local: Any, checkpoint: str, ws: Path, image: str, label: dict,
+    rounds: int,
+) -> dict[str, Any]:  # fmt: skip
+    """``rounds`` migrations local -> docker, each right after a raw ``docker run`` + tar
+    stream of the same tree (so both see the same memory and disk state); ratio of medians."""
     from sandbank.durable.manager import SessionManager
     from sandbank.durable.session import SessionWorkflow
 
-    raw = await asyncio.to_thread(raw_tar_into_container, ws, image, label)
     mgr = SessionManager(client, queue)
-    sid = f"bench-migrate-{uuid.uuid4().hex[:6]}"
-    await client.start_workflow(
-        SessionWorkflow.run,
-        seeded_state("local", checkpoint, manifest=json.dumps({"image": image}), release=3600),
-        id=sid,
-        task_queue=queue,
-    )
-    try:
-        woke = await mgr.send(sid, sh("du -sm . | cut -f1"))
-        assert woke.error is None, woke.error
-        info = await mgr.describe(sid)
-        assert info.sandbox_id
-        host = (await local.attach(info.sandbox_id)).host_path
-        # 1 MiB changed since the last checkpoint (an agent's background job wrote it).
-        await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, workspace_tool(), "mutate", host, "--kind", "big"],
-            check=True, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        started = time.perf_counter()
-        moved = await mgr.migrate(sid, "docker", {"image": image})
-        total = time.perf_counter() - started
-        after = await mgr.send(sid, sh("du -sm . | cut -f1"))
-        events = [e for e in await mgr.history(sid) if e.kind.startswith("migrat")]
-        cut_steps = await activity_spans(client.get_workflow_handle(sid), moved.downtime)
-    finally:
-        await mgr.stop(sid)
+    raw: list[float] = []
+    totals: list[float] = []
+    downtimes: list[float] = []
+    for _ in range(rounds):
+        sid = f"bench-migrate-{uuid.uuid4().hex[:6]}"
+        await client.start_workflow(
+            SessionWorkflow.run,
+            seeded_state(
+                "local",
+                checkpoint,
+                manifest=json.dumps({"image": image}),
+                release=3600,
+                destroy=3600,
+            ),
+            id=sid,
+            task_queue=queue,
+        )
+        try:
+            woke = await mgr.send(sid, sh("du -sm . | cut -f1"))
+            assert woke.error is None, woke.error
+            info = await mgr.describe(sid)
+            assert info.sandbox_id
+            host = (await local.attach(info.sandbox_id)).host_path
+            # 1 MiB changed since the last checkpoint (an agent's background job wrote it).
+            await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, workspace_tool(), "mutate", host, "--kind", "big"],
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            anchor = await asyncio.to_thread(raw_tar_into_container, ws, image, label)
+            raw.append(anchor["total_s"])
+            started = time.perf_counter()
+            moved = await mgr.migrate(sid, "docker", {"image": image})
+            totals.append(time.perf_counter() - started)
+            downtimes.append(moved.downtime)
+            after = await mgr.send(sid, sh("du -sm . | cut -f1"))
+            assert after.steps[0].stdout == woke.steps[0].stdout, "the workspace changed size"
+            events = [e for e in await mgr.history(sid) if e.kind.startswith("migrat")]
+            cut_steps = await activity_spans(client.get_workflow_handle(sid), moved.downtime)
+        finally:
+            await mgr.stop(sid)
     return {
-        "raw_tar": raw,
-        "migration_total_s": round(total, 2),
-        "migration_downtime_s": round(moved.downtime, 3),
+        "raw_tar_s": [round(x, 2) for x in raw],
+        "migration_total_s": [round(x, 2) for x in totals],
+        "migration_downtime_s": [round(x, 3) for x in downtimes],
+        "migration_total_p50_s": round(statistics.median(totals), 2),
+        "raw_tar_p50_s": round(statistics.median(raw), 2),
+        "migration_downtime_p50_s": round(statistics.median(downtimes), 3),
         "verified": moved.verified,
-        "ratio_vs_raw_tar": round(total / raw["total_s"], 2),
+        "ratio_vs_raw_tar": round(statistics.median(totals) / statistics.median(raw), 2),
         "workspace_mib": woke.steps[0].stdout.strip(),
-        "workspace_mib_after": after.steps[0].stdout.strip(),
         "events": [f"{e.kind}: {e.detail}" for e in events],
         "cutover_activities": cut_steps,
     }
@@ -418,7 +460,7 @@ async def bench_sleeping(
                 *(
                     client.start_workflow(
                         SessionWorkflow.run,
-                        seeded_state("local", checkpoint, manifest=None, release=600),
+                        seeded_state("local", checkpoint, manifest=None, release=600, destroy=600),
                         id=sid,
                         task_queue=queue,
                     )
@@ -531,25 +573,31 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "files": seed.stats.files,
                     "logical_bytes": seed.stats.logical_bytes,
                 }
-                if "wake" in parts:
-                    say("wake from idle on docker ...")
-                    report["wake"] = w = await bench_wake(
-                        client, queue, seed.id, args.image, args.wake_rounds
+                for tier in ("stopped", "released") if "wake" in parts else ():
+                    say(f"wake from idle on docker: {tier} ...")
+                    report[f"wake_{tier}"] = w = await bench_wake(
+                        client, queue, seed.id, args.image, args.wake_rounds, tier, ws, label
                     )
+                    floor = (
+                        f"; raw docker run + tar p50 {w['raw_docker_run_and_tar_p50_s']:.2f} s "
+                        f"({w['ratio_vs_raw_p50']}x)" if "ratio_vs_raw_p50" in w else ""
+                    )  # fmt: skip
                     say(
                         f"  to command p50 {w['wake_to_command_p50_s']:.2f} s (max "
                         f"{w['wake_to_command_max_s']:.2f} s), to reply p50 "
-                        f"{w['wake_to_reply_p50_s']:.2f} s; {w['last_rehydrated_event']}"
+                        f"{w['wake_to_reply_p50_s']:.2f} s{floor}; {w['last_wake_event']}"
                     )
                 if "migrate" in parts:
                     say("migration local -> docker vs raw tar stream ...")
                     report["migration"] = m = await bench_migrate(
-                        client, queue, local, seed.id, ws, args.image, label
+                        client, queue, local, seed.id, ws, args.image, label, args.migrate_rounds
                     )
                     say(
-                        f"  migration {m['migration_total_s']:.2f} s vs raw docker run + tar "
-                        f"{m['raw_tar']['total_s']:.2f} s ({m['ratio_vs_raw_tar']}x); downtime "
-                        f"{m['migration_downtime_s']:.3f} s; verified {m['verified']}"
+                        f"  migration p50 {m['migration_total_p50_s']:.2f} s vs raw docker run "
+                        f"+ tar p50 {m['raw_tar_p50_s']:.2f} s ({m['ratio_vs_raw_tar']}x; "
+                        f"rounds {m['migration_total_s']} vs {m['raw_tar_s']}); downtime p50 "
+                        f"{m['migration_downtime_p50_s']:.3f} s {m['migration_downtime_s']}; "
+                        f"verified {m['verified']}"
                     )
                     for line in m["events"]:
                         say(f"    {line}")
@@ -587,9 +635,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     measured = {
         "exec_added_p50_ms": report.get("exec", {}).get("added_p50_ms"),
         "kill_to_resume_s": report.get("kill", {}).get("kill_to_resume_s"),
-        "wake_p50_s": report.get("wake", {}).get("wake_to_command_p50_s"),
+        "wake_stopped_p50_s": report.get("wake_stopped", {}).get("wake_to_command_p50_s"),
+        "wake_released_p50_s": report.get("wake_released", {}).get("wake_to_command_p50_s"),
         "migration_vs_raw_tar": report.get("migration", {}).get("ratio_vs_raw_tar"),
-        "migration_downtime_s": report.get("migration", {}).get("migration_downtime_s"),
+        "migration_downtime_s": report.get("migration", {}).get("migration_downtime_p50_s"),
         "sleeping_live_sandboxes": report.get("sleeping", {}).get("live_sandboxes"),
         "sleeping_worker_rss_mb": report.get("sleeping", {}).get("worker_rss_mb"),
     }
@@ -608,6 +657,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rounds", type=int, default=30, help="exec samples per block")
     parser.add_argument("--wake-rounds", type=int, default=3, help="wakes from idle")
+    parser.add_argument("--migrate-rounds", type=int, default=3, help="migrations")
     parser.add_argument("--sessions", type=int, default=1000, help="sleeping sessions")
     parser.add_argument(
         "--image", default=os.environ.get("SANDBANK_TEST_IMAGE", "sandbank-test:bookworm")
