@@ -53,6 +53,9 @@ _IDLE_LOSS_PATCH = "sandbank-lost-while-idle"
 _CONTINUE_PATCH = "sandbank-continue-after-last-reply"
 _MIGRATE_DELTA_PATCH = "sandbank-migrate-delta-from-base"
 _TURN_CHECKPOINT_PATCH = "sandbank-turn-retried-when-checkpoint-loses-sandbox"
+_REAP_PATCH = "sandbank-reap-abandoned-sandboxes"
+_REAP_WAIT = timedelta(days=7)
+"""How long the destroy of an abandoned sandbox waits for its worker to come back."""
 _TIER_DEPTH = {"none": 0, "running": 0, "paused": 1, "stopped": 2, "released": 3}
 
 
@@ -157,6 +160,8 @@ class SessionState:
     last_activity: float = 0.0
     forked_from: str | None = None
     stopped: bool = False
+    abandoned: list[t.SandboxRef] = field(default_factory=list)
+    """Sandboxes left on workers that stopped answering, destroyed if those come back."""
 
 
 @dataclass
@@ -265,6 +270,7 @@ class SessionWorkflow:
         self._turns_this_run = 0
         self._migration: asyncio.Task[None] | None = None
         self._cleanup: list[asyncio.Task[None]] = []
+        self._reaps: list[asyncio.Task[None]] = []
         self._box: WorkflowSandbox | None = None
         self._no_store = False
 
@@ -359,6 +365,8 @@ class SessionWorkflow:
             self._box = WorkflowSandbox(
                 self.state.sandbox, capabilities=self.state.capabilities, options=self._options()
             )
+        for ref in self.state.abandoned:
+            self._reaps.append(asyncio.create_task(self._reap(ref)))
         # The run continues as new once a turn's reply has gone out (the send handler ends
         # after the loop stores its result), not only when the next message or idle step
         # wakes the loop. Runs started before this replay without it.
@@ -424,6 +432,8 @@ class SessionWorkflow:
             await self._release()
             self.state.stopped = True
             self._event("stopped")
+            for ref in self.state.abandoned:  # the session ends; nothing waits for them now
+                self._event("abandoned_left", f"{ref.sandbox_id} on {ref.task_queue}")
             return None
         raise AssertionError(op.kind)
 
@@ -542,7 +552,22 @@ class SessionWorkflow:
                     "sandbox_abandoned",
                     f"{self._box.id} on {self._box.ref.task_queue} (its worker is unreachable)",
                 )
+                if workflow.patched(_REAP_PATCH):
+                    self.state.abandoned.append(self._box.ref)
+                    self._reaps.append(asyncio.create_task(self._reap(self._box.ref)))
         self._box, self.state.sandbox, self.state.sandbox_state = None, None, "none"
+
+    async def _reap(self, ref: t.SandboxRef) -> None:
+        """Destroy an abandoned sandbox once its worker picks the call up again (if within
+        ``_REAP_WAIT``; the wait is carried over a continue-as-new, not a session's end)."""
+        options = replace(self._options(), worker_timeout=_REAP_WAIT)
+        try:
+            await WorkflowSandbox(ref, options=options).destroy()
+            self._event("abandoned_destroyed", f"{ref.sandbox_id} on {ref.task_queue}")
+        except (SandbankError, FailureError) as exc:
+            self._event("abandoned_kept", f"{ref.sandbox_id}: {type(exc).__name__}: {exc}")
+        if ref in self.state.abandoned:
+            self.state.abandoned.remove(ref)
 
     async def _checkpoint(self, force: bool = False) -> str | None:
         s = self.state
@@ -606,7 +631,7 @@ class SessionWorkflow:
                 await self._checkpoint()
                 await self._box.stop()
                 s.sandbox_state = "stopped"
-                self._event("stopped", f"after {idle:.0f}s idle, checkpoint {s.checkpoint}")
+                self._event("sandbox_stopped", f"after {idle:.0f}s idle, checkpoint {s.checkpoint}")
             else:
                 await self._box.pause()
                 s.sandbox_state = "paused"

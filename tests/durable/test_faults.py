@@ -548,6 +548,10 @@ async def test_two_live_workers_with_separate_disks(faults: Faults, bwrap: str) 
             await _destroy_all(state)
 
 
+async def _has_event(mgr: Any, sid: str, kind: str) -> bool:
+    return kind in kinds(await mgr.history(sid))
+
+
 async def _list(state: Path) -> list[Any]:
     from sandbank.providers.local import LocalProvider
 
@@ -640,9 +644,20 @@ async def test_sandbox_worker_gone_rebuilds_on_another_worker(
         if how == "killed-mid-checkpoint":  # what the rerun wrote is in a checkpoint
             assert r2.checkpoint and r2.checkpoint != r1.checkpoint
             assert r3.steps[0].stdout.split() == ["run", "f1", "f2", "f3", "f4", "runs.log", "src"]
+        # The gone worker comes back (same disk, so same queue): the session's pending
+        # destroy reaches it, and the abandoned sandbox goes.
+        assert first.sandbox_id in [b.id for b in await _list(states[holder])]
+        await faults.worker(f"{holder}-back", state_dir=states[holder])
+
+        async def reaped() -> bool:
+            return first.sandbox_id not in [b.id for b in await _list(states[holder])]
+
+        await wait_for(reaped, 60, "the abandoned sandbox to go when its worker came back")
+        await wait_for(
+            lambda: _has_event(mgr, sid, "abandoned_destroyed"), 10, "the reap to be recorded"
+        )
         await mgr.stop(sid)
         assert await _list(states[survivor.name]) == []
     finally:
-        # The gone worker's sandbox stays on its disk (no one can reach it but that worker).
         for state in states.values():
             await _destroy_all(state)

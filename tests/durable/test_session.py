@@ -212,7 +212,7 @@ async def test_idle_tiers_on_docker_pause_stop_release(client, task_queue, docke
             assert r.steps[0].stdout == "hi\nmore\n"
             events = [(e.kind, e.detail) for e in await mgr.history(sid)]
             kinds = [k for k, _ in events]
-            assert kinds.count("paused") >= 2 and kinds.count("stopped") == 2, kinds
+            assert kinds.count("paused") >= 2 and kinds.count("sandbox_stopped") == 2, kinds
             assert [d.split(" in ")[0] for k, d in events if k == "resumed"] == [
                 "from paused",
                 "from stopped",
