@@ -75,13 +75,17 @@ def to_application_error(exc: BaseException) -> BaseException:
     """The one mapping from sandbank errors to Temporal failures; other errors pass through.
 
     The failure type is the error's class name and ``non_retryable`` is ``not retryable``;
-    an ``ExecTimeout`` carries its partial output as details.
+    an ``ExecTimeout`` carries its partial output as details, any other error its simple
+    attributes (``path``, ``provider``, ``sandbox_id``, ...).
     """
     if isinstance(exc, ApplicationError) or not isinstance(exc, SandbankError):
         return exc
     details: list[Any] = []
     if isinstance(exc, ExecTimeout):
         details.append(_exec_output(exc.result, timed_out=True))
+    else:
+        simple = (str, int, float, bool)
+        details.append({k: v for k, v in vars(exc).items() if isinstance(v, simple)})
     return ApplicationError(
         str(exc), *details, type=type(exc).__name__, non_retryable=not exc.retryable
     )

@@ -82,6 +82,10 @@ def from_failure(err: BaseException) -> BaseException:
     if isinstance(exc, _errors.ExecTimeout):
         exc.timeout = 0.0
         exc.result = _result(cause.details[0]) if cause.details else ExecResult(exit_code=-1)
+    elif cause.details and isinstance(cause.details[0], dict):
+        for name, value in cause.details[0].items():
+            if name != "retryable":
+                setattr(exc, name, value)
     return exc
 
 

@@ -45,7 +45,7 @@ async def test_exec_and_files_through_workflow_sandbox(client, task_queue, local
 async def test_bad_request_fails_at_once(client, task_queue, local_provider):
     acts = SandboxActivities({"local": local_provider})
     out = await run_script(client, task_queue, acts, ScriptInput("local", files={"../escape": "x"}))
-    assert out.error_type == "WorkspacePathError"
+    assert out.error_type == "WorkspacePathError" and out.error_path == "../escape", out
 
 
 async def test_missing_file_maps_to_path_not_found(client, task_queue, local_provider):
@@ -57,7 +57,7 @@ async def test_missing_file_maps_to_path_not_found(client, task_queue, local_pro
     out = await run_script(
         client, task_queue, acts, ScriptInput("local", commands=["rm a"], files={"a": "x"})
     )
-    assert out.error_type == "PathNotFound", out
+    assert out.error_type == "PathNotFound" and out.error_path == "a", out
 
 
 async def test_same_exec_id_runs_once(client, task_queue, local_provider):

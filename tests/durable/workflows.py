@@ -30,6 +30,7 @@ class ScriptOutput:
     tree: list[str]
     error_type: str | None = None
     error: str | None = None
+    error_path: str | None = None
     big_size: int = 0
 
 
@@ -60,6 +61,7 @@ class ScriptWorkflow:
         except SandbankError as exc:
             out.error_type = type(exc).__name__
             out.error = str(exc)
+            out.error_path = getattr(exc, "path", None)
         finally:
             if inp.destroy:
                 await box.destroy()
