@@ -86,7 +86,13 @@ async def sh(box: DockerSandbox, script: str) -> str:
 def test_registered_and_declared(docker_image: str) -> None:
     p = get_provider("docker", image=docker_image)
     assert isinstance(p, DockerProvider)
-    assert p.capabilities.names() == ["pause", "network_policy", "resource_limits", "durable_exec"]
+    assert p.capabilities.names() == [
+        "pause",
+        "stop",
+        "network_policy",
+        "resource_limits",
+        "durable_exec",
+    ]
     assert p.isolation == "docker container (namespaces, cgroups)"
     with pytest.raises(ConfigurationError):
         DockerProvider(labels={"sandbank.id": "x"})
