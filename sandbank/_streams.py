@@ -27,28 +27,43 @@ class SyncReader(io.RawIOBase):
     def __init__(self, source: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> None:
         self._source = source
         self._loop = loop
-        self._buffer = b""
+        # The current chunk and how much of it was read: slicing the rest off on every read
+        # would copy up to a chunk per call (tarfile reads 512-byte headers).
+        self._chunk = b""
+        self._buffer = memoryview(self._chunk)
+        self._pos = 0
         self._eof = False
 
     def readable(self) -> bool:
         return True
 
     def _fill(self) -> None:
-        while not self._buffer and not self._eof:
+        while self._pos >= len(self._buffer) and not self._eof:
             future = asyncio.run_coroutine_threadsafe(_next_or_none(self._source), self._loop)
             chunk = future.result()
             if chunk is None:
                 self._eof = True
             else:
-                self._buffer = chunk
+                self._chunk, self._buffer, self._pos = chunk, memoryview(chunk).cast("B"), 0
 
     def readinto(self, target: Any) -> int:
         self._fill()
         view = memoryview(target).cast("B")
-        count = min(len(view), len(self._buffer))
-        view[:count] = self._buffer[:count]
-        self._buffer = self._buffer[count:]
+        count = min(len(view), len(self._buffer) - self._pos)
+        view[:count] = self._buffer[self._pos : self._pos + count]
+        self._pos += count
         return count
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return self.readall()
+        self._fill()
+        if self._pos == 0 and size >= len(self._chunk) and type(self._chunk) is bytes:
+            self._pos = len(self._chunk)
+            return self._chunk  # a whole chunk: no copy
+        data = bytes(self._buffer[self._pos : self._pos + size])
+        self._pos += len(data)
+        return data
 
 
 async def _next_or_none(source: AsyncIterator[bytes]) -> bytes | None:

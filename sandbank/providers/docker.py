@@ -43,7 +43,7 @@ from sandbank.errors import (
     WorkspacePathError,
 )
 from sandbank.manifest import Manifest
-from sandbank.providers._tar import TarGuard, member_path
+from sandbank.providers._tar import TarGuard, member_path, strip_top_component
 from sandbank.providers.base import (
     WORKSPACE,
     Capabilities,
@@ -932,11 +932,24 @@ class DockerSandbox(Sandbox):
             sources.append((target.path, rel))
 
         def produce(out: BinaryIO) -> None:
+            if sources == [(WORKSPACE, "")]:
+                # The whole workspace: only the names change ("workspace/a" -> "a"), so
+                # rename header by header and pass the data through (re-encoding every
+                # member with tarfile costs several times the engine's own time).
+                response = self._get_archive(WORKSPACE, ".")
+                try:
+                    strip_top_component(io.BufferedReader(response.raw, CHUNK), out.write)
+                finally:
+                    response.close()
+                return
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as sink:
                 for path, top in sources:
                     response = self._get_archive(path, top or ".")
                     try:
-                        with tarfile.open(fileobj=response.raw, mode="r|", bufsize=CHUNK) as source:
+                        # Buffer in C, and keep tarfile's own buffer small: it copies what is
+                        # left of it on every read, and reads every 512-byte header on its own.
+                        raw = io.BufferedReader(response.raw, CHUNK)
+                        with tarfile.open(fileobj=raw, mode="r|") as source:
                             for member in source:
                                 name = _rebase(member.name, top)
                                 if not name:

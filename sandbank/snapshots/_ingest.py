@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import logging
 import os
 import stat
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from pyfastcdc import FastCDC
 
 from sandbank._hostfs import entry_type, open_dir_nofollow
-from sandbank.providers._tar import TarGuard, member_path
+from sandbank.providers._tar import TarGuard, TarReader, member_path
 from sandbank.providers.base import FileEntry
 from sandbank.snapshots._format import (
     CDC_AVG,
@@ -36,6 +36,7 @@ from sandbank.snapshots.errors import MissingObject, SourceChanged
 log = logging.getLogger("sandbank.snapshots")
 
 ReadReport = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -369,37 +370,178 @@ def read_host_files(
             f.result()
 
 
+TAR_IN_FLIGHT = 64 * 1024 * 1024
+"""At most this many bytes of a tar stream wait for, or are in, the workers of ``read_tar``."""
+_BATCH_FILES = 256
+_BATCH_BYTES = 4 * 1024 * 1024
+
+
+class _BoundedPool:
+    """A thread pool whose ``submit`` waits while ``limit`` bytes are queued or being worked on.
+
+    With ``workers <= 1`` every job runs in the submitting thread. The first failure of a job
+    is raised by the next ``submit``, so the submitter stops early.
+    """
+
+    def __init__(self, workers: int, limit: int) -> None:
+        self._pool = (
+            ThreadPoolExecutor(workers, thread_name_prefix="sandbank-ingest")
+            if workers > 1
+            else None
+        )
+        self._limit = limit
+        self._held = 0
+        self._cond = threading.Condition()
+        self._failed: BaseException | None = None
+
+    def submit(self, nbytes: int, fn: Callable[..., T], *args: Any) -> Future[T]:
+        if self._pool is None:
+            future: Future[T] = Future()
+            future.set_result(fn(*args))
+            return future
+        with self._cond:
+            while self._held and self._held + nbytes > self._limit and self._failed is None:
+                self._cond.wait()
+            if self._failed is not None:
+                raise self._failed
+            self._held += nbytes
+        try:
+            future = self._pool.submit(fn, *args)
+        except BaseException:
+            self._done(nbytes, None)
+            raise
+        future.add_done_callback(lambda f: self._done(nbytes, f))
+        return future
+
+    def _done(self, nbytes: int, future: Future[Any] | None) -> None:
+        with self._cond:
+            self._held -= nbytes
+            if future is not None and not future.cancelled() and self._failed is None:
+                self._failed = future.exception()
+            self._cond.notify_all()
+
+    def shutdown(self, cancel: bool) -> None:
+        """Wait for the running jobs (and, unless ``cancel``, the queued ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=cancel)
+
+
+def _batch_member(future: Future[list[bytes]], i: int, size: int) -> tuple[list[bytes], int]:
+    return [future.result()[i]], size
+
+
+def _linked(src: ScanNode) -> tuple[list[bytes], int]:
+    assert src.chunks is not None  # set before: steps resolve in archive order
+    return src.chunks, src.size
+
+
 def read_tar(
-    fileobj: Any, nodes: list[ScanNode], writer: PackWriter, report: ReadReport | None
+    fileobj: Any,
+    nodes: list[ScanNode],
+    writer: PackWriter,
+    report: ReadReport | None,
+    workers: int = 1,
 ) -> None:
-    """Read the wanted files out of a sandbox's tar stream, checking every member."""
+    """Read the wanted files out of a sandbox's tar stream, checking every member.
+
+    This thread parses the stream (in order: every member goes through ``TarGuard``) and
+    cuts big files; hashing and storing (``writer.add``: compression, packing) run on
+    ``workers`` threads, with at most ``TAR_IN_FLIGHT`` bytes handed over and not done.
+    Small files go in batches. Each file's chunk ids are set once every job is done, in
+    archive order, so a hard link copies the chunks of the member it names as they were.
+    Whether a big file's chunks are compressed is probed on its first chunk (the
+    sequential ``chunk_stream`` probes its first new one).
+    """
+    codec = writer.repo.codec
     wanted = {n.path: n for n in nodes}
     seen: dict[bytes, ScanNode] = {}
     guard = TarGuard()
-    with tarfile.open(fileobj=fileobj, mode="r|", errors="surrogateescape") as tf:
-        for member in tf:
+    pool = _BoundedPool(workers, TAR_IN_FLIGHT)
+    # (node, how to get its (chunk ids, size)) in archive order, resolved after the workers.
+    steps: list[tuple[ScanNode, Callable[[], tuple[list[bytes], int]]]] = []
+    batch: list[bytes] = []
+    batch_nodes: list[ScanNode] = []
+    batch_bytes = 0
+
+    def store_small(datas: list[bytes]) -> list[bytes]:
+        ids = []
+        for data in datas:
+            blob_id = codec.blob_id(data)
+            writer.add(blob_id, KIND_CHUNK, data)
+            ids.append(blob_id)
+        if report:
+            report(sum(len(d) for d in datas))
+        return ids
+
+    def store_chunk(data: bytes, compressible: bool) -> bytes:
+        blob_id = codec.blob_id(data)
+        if not writer.known(blob_id):
+            writer.add(blob_id, KIND_CHUNK, data, compressible)
+        if report:
+            report(len(data))
+        return blob_id
+
+    def flush() -> None:
+        nonlocal batch, batch_nodes, batch_bytes
+        if not batch:
+            return
+        future = pool.submit(batch_bytes, store_small, batch)
+        for i, (n, data) in enumerate(zip(batch_nodes, batch, strict=True)):
+            steps.append((n, functools.partial(_batch_member, future, i, len(data))))
+        batch, batch_nodes, batch_bytes = [], [], 0
+
+    def big(fh: Any) -> Callable[[], tuple[list[bytes], int]]:
+        futures: list[Future[bytes]] = []
+        size = 0
+        compressible = True
+        for chunk in _cdc().cut_stream(fh):
+            data = bytes(chunk.data)  # the chunker reuses its buffer
+            if not futures:  # probed here, in order, so the result does not vary run to run
+                compressible = _compressible(memoryview(data))
+            futures.append(pool.submit(len(data), store_chunk, data, compressible))
+            size += len(data)
+        return lambda: ([f.result() for f in futures], size)
+
+    ok = False
+    try:
+        tar = TarReader(fileobj)
+        for member in tar:
             rel = guard.check(member)  # WorkspacePathError for ../, absolute, bad links
             key = os.fsencode(rel)
             node = wanted.get(key)
             if node is None:
                 continue
             if member.isreg():
-                fh = tf.extractfile(member)
-                assert fh is not None
-                node.chunks, node.size = chunk_stream(fh, writer, report)
+                if member.size <= SMALL_FILE:
+                    data = tar.read()
+                    batch.append(data)
+                    batch_nodes.append(node)
+                    batch_bytes += len(data)
+                    if len(batch) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
+                        flush()
+                else:
+                    flush()  # keeps steps in archive order (a later duplicate wins)
+                    steps.append((node, big(tar)))
                 seen[key] = node
             elif member.islnk():
                 src = seen.get(os.fsencode(member_path(member.linkname)))
                 if src is None:
                     raise SourceChanged(rel, "a hard link to a file that was not exported")
-                node.chunks, node.size = src.chunks, src.size
+                flush()  # the source may wait in the batch
+                steps.append((node, functools.partial(_linked, src)))
                 seen[key] = node
             else:
                 raise SourceChanged(
                     rel, "it was a file when listed but is not a file in the export"
                 )
-    for key in wanted.keys() - seen.keys():
-        raise SourceChanged(os.fsdecode(key), "it was listed but is missing from the export")
+        flush()
+        for key in wanted.keys() - seen.keys():
+            raise SourceChanged(os.fsdecode(key), "it was listed but is missing from the export")
+        ok = True
+    finally:
+        pool.shutdown(cancel=not ok)
+    for node, result in steps:  # in archive order: a link's source is set before the link
+        node.chunks, node.size = result()
 
 
 def _unchanged(node: ScanNode, ids: dict[int, bytes]) -> bool:

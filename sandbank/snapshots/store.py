@@ -238,8 +238,8 @@ class _Reporter:
             if now - self._last < 0.05:
                 return
             self._last = now
-            done = self.done
-        self.loop.call_soon_threadsafe(self._emit, done)
+            # scheduled under the lock, so that reports from threads arrive in order
+            self.loop.call_soon_threadsafe(self._emit, self.done)
 
     def _emit(self, done: int) -> None:
         if self.progress is not None:
@@ -659,7 +659,7 @@ class SnapshotStore:
                 stream = source.export_tar(paths)
                 reader = SyncReader(stream.__aiter__(), loop)
                 try:
-                    await asyncio.to_thread(read_tar, reader, todo, writer, reporter)
+                    await asyncio.to_thread(read_tar, reader, todo, writer, reporter, _WORKERS)
                 finally:
                     await stream.aclose()  # type: ignore[attr-defined]
         reporter.finish()

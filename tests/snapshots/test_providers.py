@@ -132,3 +132,69 @@ async def test_docker_restore_long_names_and_a_corrupt_pack(
             await fresh.aclose()
     finally:
         await docker.aclose()
+
+
+@pytest.mark.docker
+async def test_docker_snapshot_of_long_names_hard_links_and_many_files(
+    file_store: SnapshotStore, tmp_path: Path, docker_image: str
+) -> None:
+    """A full snapshot of a docker sandbox reads its archive renamed header by header (pax
+    paths, ustar prefixes, hard links to long names) and spreads the files over workers."""
+    import io
+    import tarfile
+    import uuid
+
+    from sandbank.providers.docker import DockerProvider
+
+    ws = tmp_path / "ws"
+    deep = ws / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 90 + ".txt")).write_bytes(b"long")
+    (ws / ("p" * 99)).write_bytes(b"a name that fits the ustar field only without a top")
+    (ws / "ünï cødé").mkdir()
+    (ws / "ünï cødé" / "ä.txt").write_bytes(b"unicode")
+    (ws / "many").mkdir()
+    for i in range(700):
+        (ws / "many" / f"small{i:03}.txt").write_bytes(b"x" * i)
+    (ws / "big.bin").write_bytes(os.urandom(2_000_000))
+    base = await file_store.snapshot(ws)
+    docker = DockerProvider(image=docker_image, labels={"sandbank-test.run": uuid.uuid4().hex})
+    try:
+        async with docker.sandbox() as box:
+            await file_store.restore(base.id, box)
+            long_path = f"{'d' * 60}/{'e' * 60}/{'f' * 90}.txt"
+            links = f"ln {long_path} hard-to-long && ln big.bin big-link && ln many/small005.txt s5"
+            assert (await box.exec(["/bin/sh", "-c", links])).ok
+            # the renamed archive holds what the member-by-member rewrite holds
+            whole = b"".join([c async for c in box.export_tar()])
+            tops = sorted({e.path.split("/")[0] for e in await box.list_tree()})
+            parts = b"".join([c async for c in box.export_tar(tops)])
+
+            def members(data: bytes) -> list[tuple[object, ...]]:
+                with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+                    return sorted(
+                        (m.name, m.type, m.linkname, m.size, m.mode, m.mtime)
+                        for m in tf.getmembers()
+                    )
+
+            got, want = members(whole), members(parts)
+            assert [m[0] for m in got] == [m[0] for m in want]
+            # hard links are links only where both names are in one archive
+            linked = {"hard-to-long", long_path, "big-link", "big.bin", "s5", "many/small005.txt"}
+            assert [m if m[0] not in linked else (m[0], *m[4:]) for m in got] == [
+                m if m[0] not in linked else (m[0], *m[4:]) for m in want
+            ]
+            hard = {m[0]: m[2] for m in got if m[1] == tarfile.LNKTYPE}
+            assert len(hard) == 3 and all(a in linked and b in linked for a, b in hard.items())
+            rec = await file_store.snapshot(box)
+            out = tmp_path / "out"
+            await file_store.restore(rec.id, out)
+            assert (out / "hard-to-long").read_bytes() == b"long"
+            assert (out / "big-link").read_bytes() == (ws / "big.bin").read_bytes()
+            assert (out / "s5").read_bytes() == b"x" * 5
+            for name in ("hard-to-long", "big-link", "s5"):
+                (out / name).unlink()
+            loose = {"dir_mtimes": False, "link_mtimes": False}
+            assert_same_tree(tree_state(out, **loose), tree_state(ws, **loose))
+    finally:
+        await docker.aclose()
