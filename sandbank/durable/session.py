@@ -625,10 +625,7 @@ class SessionWorkflow:
             if due[-1] == "released":
                 await self._release()
             elif due[-1] == "stopped":
-                if s.sandbox_state == "paused":
-                    await self._box.resume()
-                    s.sandbox_state = "running"
-                await self._checkpoint()
+                await self._checkpoint_idle()
                 await self._box.stop()
                 s.sandbox_state = "stopped"
                 self._event("sandbox_stopped", f"after {idle:.0f}s idle, checkpoint {s.checkpoint}")
@@ -649,16 +646,21 @@ class SessionWorkflow:
         if self.state.checkpoint:
             self.state.sandbox_state = "released"
 
+    async def _checkpoint_idle(self) -> None:
+        """Checkpoint an idle sandbox, thawing it first if paused (a stopped one was
+        checkpointed when it stopped)."""
+        if self._box is not None and self.state.sandbox_state == "paused":
+            await self._box.resume()
+            self.state.sandbox_state = "running"
+        await self._checkpoint()
+
     async def _release(self) -> None:
         """Checkpoint and destroy the sandbox (nothing live, nothing billed)."""
         s = self.state
         if self._box is None:
             return
         try:
-            if s.sandbox_state == "paused":
-                await self._box.resume()
-                s.sandbox_state = "running"
-            await self._checkpoint()  # a stopped sandbox was checkpointed when it stopped
+            await self._checkpoint_idle()
             if self._no_store:
                 return
             await self._box.destroy()
