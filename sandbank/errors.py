@@ -22,10 +22,7 @@ trying the same call again can help (a durable worker uses it to decide on retri
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from sandbank.providers.base import ExecResult
+from sandbank._result import ExecResult
 
 __all__ = [
     "ConfigurationError",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sandbank import (
+    ConfigurationError,
     Provider,
     ProviderConflict,
     ProviderUnavailable,
@@ -195,3 +196,47 @@ def test_third_party_with_missing_dependency(site: Path) -> None:
     )
     with pytest.raises(ProviderUnavailable, match="pip install --upgrade broken-sandbox"):
         get_provider("broken")
+
+
+OPTIONED_PROVIDER = ACME_PROVIDER.replace(
+    """    name = "acme"
+""",
+    """    name = "acme"
+
+    def __init__(self, *, region: str, size: int = 1):
+        super().__init__()
+        self.region, self.size = region, size
+""",
+)
+
+
+def test_name_must_equal_the_entry_point_name(site: Path) -> None:
+    make_distribution(
+        site, "acme-sandbox", "acme_sandbox", {"acme2": "acme_sandbox:AcmeProvider"}, ACME_PROVIDER
+    )
+    with pytest.raises(RegistryError, match=r"whose name is 'acme'.*set `name = 'acme2'`"):
+        get_provider("acme2")
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"region": "eu", "colour": "red"}, {"region": "eu", "size": 1, "x": 2}]
+)
+def test_constructor_errors_name_the_accepted_options(
+    site: Path, options: dict[str, object]
+) -> None:
+    make_distribution(
+        site, "acme-sandbox", "acme_sandbox", {"acme": "acme_sandbox:AcmeProvider"},
+        OPTIONED_PROVIDER,
+    )  # fmt: skip
+    with pytest.raises(ConfigurationError, match=r"it accepts: region, size") as caught:
+        get_provider("acme", **options)
+    assert "takes no options" not in str(caught.value)
+    provider = get_provider("acme", region="eu", size=3)
+    assert (provider.region, provider.size) == ("eu", 3)  # type: ignore[attr-defined]
+
+
+def test_unknown_option_of_a_builtin(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"\['colour'\].*accepts: state_dir, root"):
+        get_provider("local", state_dir=str(tmp_path), colour="red")
+    with pytest.raises(ConfigurationError, match=r"accepts: image, base_url, timeout"):
+        get_provider("docker", colour="red")

@@ -9,12 +9,12 @@ from collections.abc import Mapping, Sequence
 
 from sandbank.errors import ConfigurationError
 from sandbank.providers.base import WORKSPACE
+from sandbank.providers.process import sandbox_env
 
-__all__ = ["bwrap_argv", "sandbox_env"]
+__all__ = ["bwrap_argv"]
 
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 ISOLATION_BWRAP = "bubblewrap: user,mount,pid,ipc,uts,cgroup,net namespaces"
 ISOLATION_NONE = "none (commands run unconfined on the host)"
 INSTALL_HINT = (
@@ -60,13 +60,6 @@ _EXEC_SHIM = ["/bin/sh", "-c", 'exec "$@"', "sh"]
 
 
 # -- the bwrap command line ---------------------------------------------------------------------
-
-
-def sandbox_env(env: Mapping[str, str], *, home: str = WORKSPACE) -> dict[str, str]:
-    """The complete environment of a command: sane defaults under the manifest's variables."""
-    merged = {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8"}
-    merged.update(env)
-    return merged
 
 
 @functools.cache

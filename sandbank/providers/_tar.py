@@ -40,6 +40,8 @@ class TarGuard:
         self._members: set[str] = set()
 
     def check(self, member: tarfile.TarInfo) -> str:
+        """The member's workspace-relative path, or ``WorkspacePathError`` /
+        ``ConfigurationError`` (devices) for a member that must not be extracted."""
         path = member_path(member.name)
         if self._links:
             slash = path.find("/")

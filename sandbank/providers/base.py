@@ -1,8 +1,10 @@
 """The one provider interface: Provider, Sandbox, ExecResult, Capabilities.
 
 Public methods on ``Sandbox`` validate their input (paths, commands, the closed state) and
-then call a small set of ``_primitives`` that each provider implements. A provider writes
-little code, and every provider behaves the same at the edges.
+then call a small set of primitives that each provider implements: the methods whose names
+start with one underscore (``_exec``, ``_read_file``, ...; ``Provider._info``). They are the
+provider author's contract, documented here and in ``docs/providers.md``; callers use the
+public methods. A provider writes little code, and every provider behaves the same at the edges.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import PurePosixPath
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Self
 
+from sandbank._result import ExecResult
 from sandbank.errors import (
     ConfigurationError,
     NotSupported,
@@ -41,10 +44,12 @@ __all__ = [
     "SandboxInfo",
     "SandboxStatus",
     "normalize_path",
+    "option_names",
 ]
 
 WORKSPACE = "/workspace"
-"""Where the workspace root appears inside every sandbox."""
+"""Where the workspace root appears to commands unless a sandbox says otherwise
+(``Sandbox.workspace``, ``SandboxInfo.workspace``)."""
 
 DEFAULT_OUTPUT_LIMIT = 16 * 1024 * 1024
 """Bytes of stdout (and, separately, stderr) kept in an ExecResult; the rest only streams."""
@@ -66,7 +71,15 @@ class Capabilities:
     ports: bool = False
     pty: bool = False
     network_policy: bool = False
+    """``manifest.network`` is enforced: ``False`` leaves a sandbox without outbound network.
+    Without it, a manifest with ``network=False`` (the default) is refused."""
     resource_limits: bool = False
+    """``manifest.resources`` (cpu, memory, pids) are enforced; without it they are refused."""
+    image: bool = False
+    """``manifest.image`` selects the sandbox's base system; without it a manifest naming an
+    image for this provider is refused."""
+    user: bool = False
+    """``manifest.user`` runs commands as that user; without it a manifest naming one is refused."""
     host_path: bool = False
     """The workspace is a directory on this host (``Sandbox.host_path``), readable directly."""
     durable_exec: bool = False
@@ -81,31 +94,14 @@ class Capabilities:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class ExecResult:
-    """The outcome of a finished command. Output beyond the capture limit sets ``truncated``."""
-
-    exit_code: int
-    stdout: bytes = b""
-    stderr: bytes = b""
-    duration: float = 0.0
-    truncated: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
-
-    @property
-    def text(self) -> str:
-        """stdout decoded as UTF-8 (undecodable bytes replaced)."""
-        return self.stdout.decode("utf-8", "replace")
-
-
 class SandboxStatus(enum.StrEnum):
+    """What ``Sandbox.status()`` and ``SandboxInfo.status`` report."""
+
     RUNNING = "running"
     PAUSED = "paused"
     STOPPED = "stopped"
     LOST = "lost"
+    """It still has a record but can no longer run (its workspace or container is gone)."""
 
 
 @dataclass(frozen=True)
@@ -128,11 +124,16 @@ class SandboxInfo:
 
     id: str
     provider: str
+    """The provider's registered name (``Provider.name``)."""
     status: SandboxStatus
     created_at: float | None = None
+    """Seconds since the epoch."""
     image: str | None = None
+    """The image the sandbox was made from, or ``None`` for a provider without images."""
     isolation: str | None = None
-    workspace: str | None = None
+    """How this sandbox is isolated from the host, in a few words (``Provider.isolation``)."""
+    workspace: str = WORKSPACE
+    """The absolute path of the workspace root as commands in the sandbox see it."""
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -141,12 +142,18 @@ class ExecRequest:
     """A validated command, as a provider's ``_exec`` receives it."""
 
     argv: list[str]
+    """Non-empty; a shell string arrives as ``["/bin/sh", "-c", string]``."""
     cwd: str
-    """Relative to the workspace root ('.' for the root)."""
+    """Relative to the workspace root ('.' for the root), checked lexically only: the
+    provider must refuse one that leaves the workspace through a symlink."""
     env: dict[str, str]
-    """The manifest's environment with the call's variables on top."""
+    """The manifest's environment with the call's variables on top. The host's own
+    environment must not reach the command."""
     stdin: bytes | None
+    """``None``: the command reads end of file at once."""
     timeout: float | None
+    """Seconds; on expiry kill the command and everything it started, then raise
+    ``ExecTimeout`` with ``output.result(137)``."""
 
 
 class OutputCollector:
@@ -160,6 +167,7 @@ class OutputCollector:
         self.started = time.monotonic()
 
     async def feed(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
+        """Keep ``data`` (up to the limit) and pass it to the callback."""
         if not data:
             return
         buffer = self._buffers[stream]
@@ -176,6 +184,7 @@ class OutputCollector:
                 await outcome
 
     def result(self, exit_code: int) -> ExecResult:
+        """The ``ExecResult`` of what was fed so far, timed from this collector's creation."""
         return ExecResult(
             exit_code=exit_code,
             stdout=bytes(self._buffers["stdout"]),
@@ -185,11 +194,12 @@ class OutputCollector:
         )
 
 
-def normalize_path(path: str | PurePosixPath) -> str:
+def normalize_path(path: str | PurePosixPath, workspace: str = WORKSPACE) -> str:
     """A workspace-relative path ('.' for the root), checked lexically.
 
-    Accepts relative paths and absolute paths under ``/workspace``; anything that leaves the
-    workspace raises ``WorkspacePathError``. Symlinks are the provider's to check.
+    Accepts relative paths and absolute paths under ``workspace`` (where the root appears
+    to commands); anything that leaves the workspace raises ``WorkspacePathError``.
+    Symlinks are the provider's to check.
     """
     text = str(path)
     if not text or "\x00" in text:
@@ -197,9 +207,9 @@ def normalize_path(path: str | PurePosixPath) -> str:
     pure = PurePosixPath(text)
     if pure.is_absolute():
         try:
-            pure = pure.relative_to(WORKSPACE)
+            pure = pure.relative_to(workspace)
         except ValueError:
-            raise WorkspacePathError(text, f"is absolute and outside {WORKSPACE}") from None
+            raise WorkspacePathError(text, f"is absolute and outside {workspace}") from None
     parts: list[str] = []
     for part in pure.parts:
         if part == "..":
@@ -220,10 +230,21 @@ class Sandbox(ABC):
 
     output_limit: int = DEFAULT_OUTPUT_LIMIT
 
-    def __init__(self, provider: Provider, sandbox_id: str, manifest: Manifest) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        sandbox_id: str,
+        manifest: Manifest,
+        *,
+        workspace: str = WORKSPACE,
+    ) -> None:
+        if not workspace.startswith("/"):
+            raise ConfigurationError(f"workspace {workspace!r} must be an absolute path")
         self.provider = provider
         self.id = sandbox_id
         self.manifest = manifest
+        self.workspace = workspace.rstrip("/") or "/"
+        """The absolute path of the workspace root as commands see it (``/workspace``)."""
         self._closed = False
         self._close_lock = asyncio.Lock()
 
@@ -275,7 +296,7 @@ class Sandbox(ABC):
             merged.update(Manifest.parse({"env": env}).env)
         request = ExecRequest(
             argv=argv,
-            cwd=normalize_path(cwd if cwd is not None else self.manifest.workdir),
+            cwd=self._normalize(cwd if cwd is not None else self.manifest.workdir),
             env=merged,
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
             timeout=timeout,
@@ -285,11 +306,15 @@ class Sandbox(ABC):
     # -- files ------------------------------------------------------------------------------
 
     async def read_file(self, path: str) -> bytes:
+        """The whole content of a file; ``PathNotFound`` if there is none."""
         self._ensure_open()
         return await self._read_file(self._file_path(path))
 
     async def write_file(self, path: str, data: bytes | str, mode: int | None = None) -> None:
-        """Write a file, creating parent directories; ``mode`` sets permission bits."""
+        """Write a file, creating parent directories; ``mode`` sets permission bits.
+
+        Without ``mode`` a new file gets 0o644 and an existing one keeps its mode.
+        """
         self._ensure_open()
         if isinstance(data, str):
             data = data.encode()
@@ -300,7 +325,7 @@ class Sandbox(ABC):
     async def list_tree(self, path: str = ".") -> list[FileEntry]:
         """Every entry under ``path`` (not ``path`` itself), sorted; symlinks are not followed."""
         self._ensure_open()
-        return sorted(await self._list_tree(normalize_path(path)), key=lambda e: e.path)
+        return sorted(await self._list_tree(self._normalize(path)), key=lambda e: e.path)
 
     async def remove(self, path: str) -> None:
         """Remove a file, link or directory tree."""
@@ -310,14 +335,14 @@ class Sandbox(ABC):
     async def mkdir(self, path: str) -> None:
         """Create a directory and its parents; an existing directory is fine."""
         self._ensure_open()
-        rel = normalize_path(path)
+        rel = self._normalize(path)
         if rel != ".":
             await self._mkdir(rel)
 
     async def export_tar(self, paths: Sequence[str] | None = None) -> AsyncIterator[bytes]:
         """Stream a tar of the workspace (or of ``paths``), members relative to the root."""
         self._ensure_open()
-        rels = None if paths is None else [normalize_path(p) for p in paths]
+        rels = None if paths is None else [self._normalize(p) for p in paths]
         async for chunk in self._export_tar(rels):
             yield chunk
 
@@ -329,14 +354,17 @@ class Sandbox(ABC):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def status(self) -> SandboxStatus:
+        """RUNNING, PAUSED, STOPPED, or LOST when the sandbox was destroyed under this handle."""
         self._ensure_open()
         return await self._status()
 
     async def info(self) -> SandboxInfo:
+        """What the provider knows about this sandbox (``SandboxNotFound`` once destroyed)."""
         self._ensure_open()
         return await self.provider._info(self.id)
 
     async def pause(self) -> None:
+        """Freeze every process, memory kept (the ``pause`` capability)."""
         self._ensure_open()
         self.provider.require("pause")
         await self._pause()
@@ -389,52 +417,104 @@ class Sandbox(ABC):
         if self._closed:
             raise SandboxClosed(self.id)
 
-    @staticmethod
-    def _file_path(path: str) -> str:
-        rel = normalize_path(path)
+    def _normalize(self, path: str) -> str:
+        return normalize_path(path, self.workspace)
+
+    def _file_path(self, path: str) -> str:
+        rel = self._normalize(path)
         if rel == ".":
             raise WorkspacePathError(path, "is the workspace root, not a file")
         return rel
 
     # -- primitives each provider implements -------------------------------------------------
+    # The public methods above have already checked the handle is open and normalized every
+    # path to a workspace-relative one ('.' for the root) without '..'. Symlinks are not
+    # checked: each primitive must refuse, with WorkspacePathError, a path that leaves the
+    # workspace through a symlink (the cwd, tar members and hard link targets included).
 
     @abstractmethod
-    async def _exec(self, request: ExecRequest, output: OutputCollector) -> ExecResult: ...
+    async def _exec(self, request: ExecRequest, output: OutputCollector) -> ExecResult:
+        """Run ``request`` and return ``output.result(exit_code)``.
+
+        Feed every chunk of stdout and stderr to ``output.feed`` as it arrives. A missing
+        program exits 127 with its name on stderr. On ``request.timeout`` kill the command
+        and its children and raise ``ExecTimeout(request.argv, request.timeout,
+        output.result(137))``. A ``request.cwd`` that is missing raises ``PathNotFound``;
+        one that leaves the workspace raises ``WorkspacePathError``.
+        """
 
     @abstractmethod
-    async def _read_file(self, path: str) -> bytes: ...
+    async def _read_file(self, path: str) -> bytes:
+        """The content of the file at ``path`` (following symlinks inside the workspace).
+
+        Missing: ``PathNotFound``. A directory: ``ConfigurationError``.
+        """
 
     @abstractmethod
-    async def _write_file(self, path: str, data: bytes, mode: int | None) -> None: ...
+    async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
+        """Replace (atomically, where possible) or create the file at ``path``, making parents.
+
+        ``mode`` ``None``: 0o644 for a new file, the old mode for an existing one. A
+        directory at ``path``, or a file where a parent should be: ``ConfigurationError``.
+        """
 
     @abstractmethod
-    async def _list_tree(self, path: str) -> list[FileEntry]: ...
+    async def _list_tree(self, path: str) -> list[FileEntry]:
+        """Every entry below the directory ``path``, not following symlinks (any order).
+
+        Paths in the entries are workspace-relative. Missing: ``PathNotFound``. A file:
+        ``ConfigurationError``.
+        """
 
     @abstractmethod
-    async def _remove(self, path: str) -> None: ...
+    async def _remove(self, path: str) -> None:
+        """Delete the file, symlink (never its target) or directory tree at ``path``.
+
+        Missing: ``PathNotFound``.
+        """
 
     @abstractmethod
-    async def _mkdir(self, path: str) -> None: ...
+    async def _mkdir(self, path: str) -> None:
+        """Create the directory ``path`` and its parents (mode 0o755); existing is fine.
+
+        A file in the way: ``ConfigurationError``. Never called with '.'.
+        """
 
     @abstractmethod
-    def _export_tar(self, paths: list[str] | None) -> AsyncIterator[bytes]: ...
+    def _export_tar(self, paths: list[str] | None) -> AsyncIterator[bytes]:
+        """Yield an uncompressed tar of the workspace (``None``) or of ``paths`` and all below.
+
+        Members are relative to the root; modes, mtimes and symlinks are kept as they are.
+        A missing path: ``PathNotFound``.
+        """
 
     @abstractmethod
-    async def _import_tar(self, stream: AsyncIterator[bytes]) -> None: ...
+    async def _import_tar(self, stream: AsyncIterator[bytes]) -> None:
+        """Extract the tar in ``stream`` into the workspace, replacing what it contains.
+
+        Refuse (``WorkspacePathError``) a member that is absolute, climbs out with '..',
+        goes through a symlink (in the archive or already in the workspace) or is a hard
+        link to something outside the archive; refuse device nodes (``ConfigurationError``).
+        ``sandbank.providers.TarGuard`` does the checks that need only the archive.
+        """
 
     @abstractmethod
-    async def _status(self) -> SandboxStatus: ...
+    async def _status(self) -> SandboxStatus:
+        """The current status; LOST (not an error) when the sandbox is gone under this handle."""
 
     async def _close(self) -> None:
-        """Release client resources held by this handle (not the sandbox)."""
+        """Release client resources held by this handle (not the sandbox). Called once."""
 
     async def _pause(self) -> None:
+        """Freeze every process (declare the ``pause`` capability)."""
         raise NotSupported(self.provider.name, "pause")
 
     async def _stop(self) -> None:
+        """End every process, keep the files (declare the ``stop`` capability)."""
         raise NotSupported(self.provider.name, "stop")
 
     async def _resume(self) -> None:
+        """Bring a paused or stopped sandbox back to RUNNING; a running one stays so."""
         raise NotSupported(self.provider.name, "pause")
 
 
@@ -442,12 +522,19 @@ class Provider(ABC):
     """Creates, attaches to, lists and destroys sandboxes of one kind."""
 
     name: ClassVar[str]
+    """The provider's name: the same as its entry-point name in ``sandbank.providers``
+    (the registry refuses a class whose name differs)."""
     extra: ClassVar[str | None] = None
     """The optional-dependency extra that installs this provider's SDK, if any."""
 
     def __init__(self, **options: Any) -> None:
+        """Options are the keyword arguments of the subclass's ``__init__``; none here."""
         if options:
-            raise ConfigurationError(f"provider {self.name!r} takes no options {sorted(options)}")
+            accepted = ", ".join(option_names(type(self))) or "none"
+            raise ConfigurationError(
+                f"provider {self.name!r} has no options {sorted(options)} "
+                f"(it accepts: {accepted}); remove them"
+            )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -469,6 +556,47 @@ class Provider(ABC):
     async def check(self) -> None:
         """Raise ``ProviderUnavailable`` if sandboxes cannot be created right now."""
 
+    def validate_manifest(self, manifest: Manifest | dict[str, Any] | None) -> Manifest:
+        """The parsed manifest, or ``NotSupported`` for a field this provider cannot honour.
+
+        Call it first in ``create``. It refuses, from ``capabilities``: resources without
+        ``resource_limits``, ``network=False`` (the default) without ``network_policy``, an
+        image for this provider without ``image``, a user without ``user``.
+        """
+        manifest = Manifest.parse(manifest)
+        caps = self.capabilities
+        limits = [k for k, v in manifest.resources.model_dump().items() if v is not None]
+        if limits and not caps.resource_limits:
+            raise NotSupported(
+                self.name,
+                "resource_limits",
+                f"the manifest sets resources.{', resources.'.join(limits)}, which this "
+                f"provider does not enforce; remove them or use a provider that does",
+            )
+        if not manifest.network and not caps.network_policy:
+            raise NotSupported(
+                self.name,
+                "network_policy",
+                "the manifest asks for no network (network=False, the default), which this "
+                "provider cannot enforce; set network=True to accept a sandbox with network "
+                "access, or use a provider that declares network_policy",
+            )
+        image = manifest.image.for_provider(self.name)
+        if image is not None and not caps.image:
+            raise NotSupported(
+                self.name,
+                "image",
+                f"the manifest names image {image!r}, but this provider has no images; "
+                f"remove manifest.image, or give it as a hint for the providers that use it",
+            )
+        if manifest.user is not None and not caps.user:
+            raise NotSupported(
+                self.name,
+                "user",
+                f"the manifest asks to run as user {manifest.user!r}; remove manifest.user",
+            )
+        return manifest
+
     @abstractmethod
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> Sandbox:
         """Create a sandbox described by ``manifest`` and return an open handle."""
@@ -486,7 +614,12 @@ class Provider(ABC):
         """Delete a sandbox and everything in it. Raises ``SandboxNotFound`` if it is gone."""
 
     @abstractmethod
-    async def _info(self, sandbox_id: str) -> SandboxInfo: ...
+    async def _info(self, sandbox_id: str) -> SandboxInfo:
+        """What ``list()`` reports for one sandbox; ``SandboxNotFound`` if it does not exist.
+
+        The primitive behind ``Sandbox.info()``. Set ``workspace`` when commands see the
+        root elsewhere than ``/workspace``, ``image`` when the provider has images.
+        """
 
     @asynccontextmanager
     async def sandbox(
@@ -516,3 +649,10 @@ async def _aiter_bytes(stream: AsyncIterable[bytes] | bytes) -> AsyncIterator[by
     async for chunk in stream:
         if chunk:
             yield bytes(chunk)
+
+
+def option_names(cls: type[Provider]) -> list[str]:
+    """The keyword options a provider class accepts, from its ``__init__`` signature."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds and p.name != "self"]

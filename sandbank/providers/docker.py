@@ -1210,7 +1210,13 @@ class DockerProvider(Provider):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            pause=True, stop=True, network_policy=True, resource_limits=True, durable_exec=True
+            pause=True,
+            stop=True,
+            network_policy=True,
+            resource_limits=True,
+            image=True,
+            user=True,
+            durable_exec=True,
         )
 
     @property
@@ -1249,7 +1255,7 @@ class DockerProvider(Provider):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> DockerSandbox:
-        manifest = Manifest.parse(manifest)
+        manifest = self.validate_manifest(manifest)
         image = manifest.image.for_provider("docker", self.image) or self.image
         api = await self._api()
         sandbox_id = f"{NAME_PREFIX}{uuid.uuid4().hex[:12]}"

@@ -1,11 +1,14 @@
-"""Race-safe file and tar operations on a host directory that is a sandbox's workspace.
+"""Sandboxes whose workspace is a directory on this host: every file and tar primitive.
 
-Every path component is resolved through directory file descriptors, so a symlink
-planted in the workspace can never make sandbank read or write outside it.
+``HostDirectory`` does race-safe file and tar operations on the directory, resolving every
+path component through directory file descriptors, so a symlink planted in the workspace
+can never make sandbank read or write outside it. ``HostDirSandbox`` implements every file
+and tar primitive of ``Sandbox`` with it, leaving ``_exec`` to the provider.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
@@ -17,20 +20,23 @@ import stat
 import sys
 import tarfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
 from sandbank._hostfs import O_DIR_NOFOLLOW, entry_type
-from sandbank._streams import CHUNK, SyncReader
+from sandbank._streams import CHUNK, SyncReader, stream_from_thread
 from sandbank.errors import (
     ConfigurationError,
     PathNotFound,
     SandboxLost,
     WorkspacePathError,
 )
+from sandbank.manifest import Manifest
 from sandbank.providers._tar import TarGuard, member_path
-from sandbank.providers.base import WORKSPACE, FileEntry
+from sandbank.providers.base import WORKSPACE, FileEntry, Provider, Sandbox, SandboxStatus
+
+__all__ = ["HostDirSandbox", "HostDirectory"]
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +44,19 @@ _MAX_LINKS = 40
 _O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
-class _Workspace:
-    """Race-safe file operations on a host directory, resolving paths via directory fds.
+class HostDirectory:
+    """Race-safe file and tar operations on the host directory ``root``; all blocking.
 
-    Symlinks are followed with ``/workspace`` semantics: an absolute target must lie under
-    ``/workspace`` and a relative one must not climb above the root.
+    Paths are workspace-relative (as ``normalize_path`` returns them). Symlinks are followed
+    as commands see them: an absolute target must lie under ``workspace`` (where the root
+    appears to commands) and a relative one must not climb above the root; anything else
+    raises ``WorkspacePathError``. A missing ``root`` raises ``SandboxLost``.
     """
 
-    def __init__(self, root: str, sandbox_id: str) -> None:
+    def __init__(self, root: str, sandbox_id: str, workspace: str = WORKSPACE) -> None:
         self.root = root
         self.sandbox_id = sandbox_id
+        self.workspace = workspace
 
     # path resolution
 
@@ -96,7 +105,7 @@ class _Workspace:
                     pure = PurePosixPath(target)
                     if pure.is_absolute():
                         try:
-                            pure = pure.relative_to(WORKSPACE)
+                            pure = pure.relative_to(self.workspace)
                         except ValueError:
                             raise WorkspacePathError(
                                 rel, f"goes through the symlink {part!r} -> {target!r}"
@@ -128,7 +137,10 @@ class _Workspace:
         return exc
 
     def open_dir(self, rel: str) -> int:
-        """A read fd on the directory ``rel`` (following links inside the workspace)."""
+        """A read fd on the directory ``rel`` (following links inside the workspace).
+
+        Missing: ``PathNotFound``; not a directory: ``ConfigurationError``. Caller closes.
+        """
         fd, name = self.resolve(rel, follow=True)
         if not name:
             return fd
@@ -144,6 +156,11 @@ class _Workspace:
             os.close(fd)
 
     # operations
+
+    def host_dir(self, rel: str) -> str:
+        """The host path of the directory ``rel``, checked like ``open_dir`` (e.g. a cwd)."""
+        os.close(self.open_dir(rel))
+        return self.root if rel == "." else os.path.join(self.root, rel)
 
     def read_file(self, rel: str) -> bytes:
         fd, name = self.resolve(rel, follow=True)
@@ -253,6 +270,7 @@ class _Workspace:
     # tar
 
     def export_tar(self, paths: list[str] | None, out: BinaryIO) -> None:
+        """Write a PAX tar of the workspace (``None``) or of ``paths`` to ``out``."""
         selected = _outermost(paths if paths is not None else ["."])
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             for rel in selected:
@@ -283,7 +301,8 @@ class _Workspace:
                 finally:
                     os.close(fd)
 
-    def import_tar(self, source: SyncReader) -> None:
+    def import_tar(self, source: BinaryIO) -> None:
+        """Extract the tar read from ``source``, refusing members that would leave the root."""
         guard = TarGuard()
         dirs: list[tuple[str, int, float]] = []
         with tarfile.open(fileobj=source, mode="r|*") as tar:
@@ -312,6 +331,16 @@ class _Workspace:
                 os.utime(sub, (mtime, mtime))
             finally:
                 os.close(sub)
+
+    async def stream_tar(self, paths: list[str] | None) -> AsyncIterator[bytes]:
+        """``export_tar`` from a worker thread, as an async stream of chunks."""
+        async for chunk in stream_from_thread(lambda out: self.export_tar(paths, out)):
+            yield chunk
+
+    async def extract_tar(self, stream: AsyncIterator[bytes]) -> None:
+        """``import_tar`` of an async stream, in a worker thread."""
+        reader = SyncReader(stream, asyncio.get_running_loop())
+        await asyncio.to_thread(self.import_tar, reader)  # type: ignore[arg-type]
 
     def _extract(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, name: str) -> None:
         try:
@@ -351,6 +380,61 @@ class _Workspace:
                 f"tar member {member.name!r} has an unsupported type; only files, "
                 f"directories and links can be imported into a workspace"
             )
+
+
+class HostDirSandbox(Sandbox):
+    """A sandbox whose workspace is the host directory ``root``: every file and tar
+    primitive, with the path and symlink checks, done on this host. Subclasses implement
+    ``_exec`` (``host_cwd`` checks its cwd; ``run_process`` runs it) and declare the
+    ``host_path`` capability. ``workspace`` is where commands see ``root``.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        sandbox_id: str,
+        manifest: Manifest,
+        root: str,
+        *,
+        workspace: str = WORKSPACE,
+    ) -> None:
+        super().__init__(provider, sandbox_id, manifest, workspace=workspace)
+        self.files = HostDirectory(root, sandbox_id, self.workspace)
+
+    @property
+    def host_path(self) -> str:
+        return self.files.root
+
+    async def host_cwd(self, cwd: str) -> str:
+        """The host directory of a request's ``cwd``: ``SandboxLost`` if the workspace is
+        gone, ``PathNotFound`` if ``cwd`` is missing, ``WorkspacePathError`` if it leaves."""
+        return await asyncio.to_thread(self.files.host_dir, cwd)
+
+    async def _read_file(self, path: str) -> bytes:
+        return await asyncio.to_thread(self.files.read_file, path)
+
+    async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
+        await asyncio.to_thread(self.files.write_file, path, data, mode)
+
+    async def _list_tree(self, path: str) -> list[FileEntry]:
+        return await asyncio.to_thread(self.files.list_tree, path)
+
+    async def _remove(self, path: str) -> None:
+        await asyncio.to_thread(self.files.remove, path)
+
+    async def _mkdir(self, path: str) -> None:
+        await asyncio.to_thread(self.files.mkdir, path)
+
+    def _export_tar(self, paths: list[str] | None) -> AsyncIterator[bytes]:
+        return self.files.stream_tar(paths)
+
+    async def _import_tar(self, stream: AsyncIterator[bytes]) -> None:
+        await self.files.extract_tar(stream)
+
+    async def _status(self) -> SandboxStatus:
+        """RUNNING while the directory exists, LOST once it is gone."""
+        exists = await asyncio.to_thread(os.path.isdir, self.files.root)
+        return SandboxStatus.RUNNING if exists else SandboxStatus.LOST
 
 
 def _is_a_directory(rel: str) -> ConfigurationError:

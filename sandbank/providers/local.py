@@ -22,20 +22,16 @@ import sys
 import tempfile
 import time
 from asyncio.subprocess import DEVNULL, PIPE
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import platformdirs
 
-from sandbank._streams import SyncReader, stream_from_thread
 from sandbank.errors import (
     ConfigurationError,
-    NotSupported,
     ProviderError,
     ProviderUnavailable,
-    SandboxLost,
     SandboxNotFound,
 )
 from sandbank.manifest import Manifest
@@ -43,27 +39,24 @@ from sandbank.providers._bwrap import (
     _EXEC_SHIM,
     _GROUP,
     _PASSWD,
-    DEFAULT_PATH,
     INSTALL_HINT,
     ISOLATION_BWRAP,
     ISOLATION_NONE,
     _user_ids,
     bwrap_argv,
-    sandbox_env,
 )
 from sandbank.providers.base import (
+    WORKSPACE,
     Capabilities,
     ExecRequest,
     ExecResult,
-    FileEntry,
     OutputCollector,
     Provider,
-    Sandbox,
     SandboxInfo,
     SandboxStatus,
 )
-from sandbank.providers.hostdir import _Workspace
-from sandbank.providers.process import _ExitProtocol, _kill_group, communicate
+from sandbank.providers.hostdir import HostDirectory, HostDirSandbox
+from sandbank.providers.process import DEFAULT_PATH, _kill_group, run_process, sandbox_env
 
 __all__ = ["LocalProvider", "LocalSandbox", "bwrap_argv", "sandbox_env"]
 
@@ -111,19 +104,15 @@ class _Record:
         )
 
 
-class LocalSandbox(Sandbox):
+class LocalSandbox(HostDirSandbox):
     """A sandbox whose workspace is a host directory; see ``LocalProvider``."""
 
     provider: LocalProvider
 
     def __init__(self, provider: LocalProvider, record: _Record) -> None:
-        super().__init__(provider, record.id, record.manifest)
+        inside = provider._inside(record.workspace)
+        super().__init__(provider, record.id, record.manifest, record.workspace, workspace=inside)
         self._record = record
-        self._ws = _Workspace(record.workspace, record.id)
-
-    @property
-    def host_path(self) -> str:
-        return self._record.workspace
 
     # commands
 
@@ -166,63 +155,11 @@ class LocalSandbox(Sandbox):
 
     async def _exec(self, request: ExecRequest, output: OutputCollector) -> ExecResult:
         await self.provider.check()
-        await asyncio.to_thread(self._preflight, request.cwd)
+        await self.host_cwd(request.cwd)
         argv, cwd, env = self.host_command(request)
         log.debug("exec in %s: %s", self.id, request.argv)
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _ExitProtocol(loop),
-            *argv,
-            stdin=PIPE if request.stdin is not None else DEVNULL,
-            stdout=PIPE,
-            stderr=PIPE,
-            start_new_session=True,
-            cwd=cwd,
-            env=env,
-        )
-        proc = asyncio.subprocess.Process(transport, protocol, loop)
-        self.provider._running.setdefault(self.id, set()).add(proc)
-        try:
-            return await communicate(proc, protocol.exited, request, output)
-        finally:
-            _kill_group(proc)
-            transport.close()
-            self.provider._running.get(self.id, set()).discard(proc)
-
-    def _preflight(self, cwd: str) -> None:
-        if not os.path.isdir(self.host_path):
-            raise SandboxLost(self.id, f"its workspace {self.host_path} is gone")
-        if cwd != ".":
-            os.close(self._ws.open_dir(cwd))
-
-    # files
-
-    async def _read_file(self, path: str) -> bytes:
-        return await asyncio.to_thread(self._ws.read_file, path)
-
-    async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
-        await asyncio.to_thread(self._ws.write_file, path, data, mode)
-
-    async def _list_tree(self, path: str) -> list[FileEntry]:
-        return await asyncio.to_thread(self._ws.list_tree, path)
-
-    async def _remove(self, path: str) -> None:
-        await asyncio.to_thread(self._ws.remove, path)
-
-    async def _mkdir(self, path: str) -> None:
-        await asyncio.to_thread(self._ws.mkdir, path)
-
-    async def _export_tar(self, paths: list[str] | None) -> AsyncIterator[bytes]:
-        async for chunk in stream_from_thread(lambda out: self._ws.export_tar(paths, out)):
-            yield chunk
-
-    async def _import_tar(self, stream: AsyncIterator[bytes]) -> None:
-        reader = SyncReader(stream, asyncio.get_running_loop())
-        await asyncio.to_thread(self._ws.import_tar, reader)
-
-    async def _status(self) -> SandboxStatus:
-        exists = await asyncio.to_thread(os.path.isdir, self.host_path)
-        return SandboxStatus.RUNNING if exists else SandboxStatus.LOST
+        running = self.provider._running.setdefault(self.id, set())
+        return await run_process(argv, request, output, cwd=cwd, env=env, running=running)
 
 
 class LocalProvider(Provider):
@@ -246,12 +183,7 @@ class LocalProvider(Provider):
         bwrap: str | os.PathLike[str] | None = None,
         **unknown: Any,
     ) -> None:
-        super().__init__()
-        if unknown:
-            raise ConfigurationError(
-                f"provider 'local' has no options {sorted(unknown)}; it accepts state_dir, "
-                f"root, workspace, isolation and bwrap"
-            )
+        super().__init__(**unknown)
         if isolation not in ("bubblewrap", "none"):
             raise ConfigurationError(f"isolation must be 'bubblewrap' or 'none', got {isolation!r}")
         self.isolation_mode = isolation
@@ -271,13 +203,18 @@ class LocalProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
+        confined = self.isolation_mode != "none"
         return Capabilities(
-            host_path=True, network_policy=self.isolation_mode != "none", durable_exec=True
+            host_path=True, network_policy=confined, user=confined, durable_exec=True
         )
 
     @property
     def isolation(self) -> str:
         return ISOLATION_BWRAP if self.isolation_mode == "bubblewrap" else ISOLATION_NONE
+
+    def _inside(self, workspace: str) -> str:
+        """Where commands see the workspace directory ``workspace``."""
+        return os.path.realpath(workspace) if self.isolation_mode == "none" else WORKSPACE
 
     def _isolation_of(self, manifest: Manifest) -> str:
         if self.isolation_mode == "none":
@@ -378,15 +315,7 @@ class LocalProvider(Provider):
     # lifecycle
 
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> LocalSandbox:
-        manifest = Manifest.parse(manifest)
-        limits = [k for k, v in manifest.resources.model_dump().items() if v is not None]
-        if limits:
-            raise NotSupported(
-                self.name,
-                "resource_limits",
-                f"the manifest sets resources.{', resources.'.join(limits)}; the local "
-                f"provider does not enforce limits, so remove them or use the docker provider",
-            )
+        manifest = self.validate_manifest(manifest)
         if self.isolation_mode == "bubblewrap":
             _user_ids(manifest.user)
         await self.check()
@@ -425,7 +354,7 @@ class LocalProvider(Provider):
                 isolation=self._isolation_of(manifest),
             )
             if manifest.workdir != ".":
-                _Workspace(record.workspace, sandbox_id).mkdir(manifest.workdir)
+                HostDirectory(record.workspace, sandbox_id).mkdir(manifest.workdir)
             self._save(record)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -469,7 +398,9 @@ class LocalProvider(Provider):
             created_at=record.created_at,
             image=None,
             isolation=self._isolation_of(record.manifest),
-            workspace=record.workspace,
+            workspace=os.path.realpath(record.workspace)
+            if self.isolation_mode == "none"
+            else WORKSPACE,
         )
 
     async def destroy(self, sandbox_id: str) -> None:

@@ -1,4 +1,8 @@
-"""Host processes for commands: streamed output, stdin, timeouts and process-group kills."""
+"""Commands as host processes: stdin, streamed output, timeouts and process-group kills.
+
+``run_process`` is the ``_exec`` of a provider whose commands run as processes on this
+host (directly, or under a wrapper such as bubblewrap).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,79 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from asyncio.subprocess import DEVNULL, PIPE
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from sandbank.errors import ExecTimeout
-from sandbank.providers.base import ExecRequest, ExecResult, OutputCollector
+from sandbank.providers.base import WORKSPACE, ExecRequest, ExecResult, OutputCollector
+
+__all__ = ["DEFAULT_PATH", "run_process", "sandbox_env"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _READ_CHUNK = 256 * 1024
 _DRAIN_GRACE = 1.0
 """Seconds to wait for output after the command ended before giving up on stray writers."""
+
+
+def sandbox_env(env: Mapping[str, str], *, home: str = WORKSPACE) -> dict[str, str]:
+    """The complete environment of a command: sane defaults under the manifest's variables.
+
+    Nothing of the host process's environment is in it.
+    """
+    merged = {"PATH": DEFAULT_PATH, "HOME": home, "LANG": "C.UTF-8"}
+    merged.update(env)
+    return merged
+
+
+async def run_process(
+    argv: Sequence[str],
+    request: ExecRequest,
+    output: OutputCollector,
+    *,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    running: set[asyncio.subprocess.Process] | None = None,
+) -> ExecResult:
+    """Run ``argv`` on this host as ``request`` asks and return ``output.result(exit_code)``.
+
+    ``request.stdin`` is written to the process (none: end of file at once), stdout and
+    stderr stream into ``output`` as they arrive, and the process runs in a new session:
+    when it exits, on ``request.timeout`` (``ExecTimeout`` with the output so far and exit
+    code 137) or on cancellation, its whole process group is killed. ``env`` is the whole
+    environment (see ``sandbox_env``); ``running`` holds the process while it runs, so a
+    provider's ``destroy`` can kill it. A program that does not exist exits 127 and one
+    that cannot be executed 126, with the reason on stderr. A signal N gives 128 + N.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitProtocol(loop),
+            *argv,
+            stdin=PIPE if request.stdin is not None else DEVNULL,
+            stdout=PIPE,
+            stderr=PIPE,
+            start_new_session=True,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+        )
+    except (FileNotFoundError, PermissionError) as exc:
+        code = 127 if isinstance(exc, FileNotFoundError) else 126
+        await output.feed("stderr", f"{argv[0]}: {exc.strerror or exc}\n".encode())
+        return output.result(code)
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    if running is not None:
+        running.add(proc)
+    try:
+        return await _communicate(proc, protocol.exited, request, output)
+    finally:
+        _kill_group(proc)
+        transport.close()
+        if running is not None:
+            running.discard(proc)
 
 
 def _exit_code(returncode: int) -> int:
@@ -51,7 +117,7 @@ async def _settle(tasks: Sequence[asyncio.Future[None]], grace: float) -> None:
         task.result()
 
 
-async def communicate(
+async def _communicate(
     proc: asyncio.subprocess.Process,
     exited: asyncio.Future[None],
     request: ExecRequest,

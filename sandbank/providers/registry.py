@@ -7,12 +7,13 @@ use, and a missing SDK becomes ``ProviderUnavailable`` with the install hint.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from sandbank.errors import ProviderConflict, ProviderUnavailable, RegistryError
-from sandbank.providers.base import Provider
+from sandbank.errors import ConfigurationError, ProviderConflict, ProviderUnavailable, RegistryError
+from sandbank.providers.base import Provider, option_names
 
 __all__ = ["ENTRY_POINT_GROUP", "ProviderSpec", "get_provider", "list_providers", "load_provider"]
 
@@ -91,9 +92,29 @@ def load_provider(name: str) -> type[Provider]:
             f"entry point {name!r} = {spec.target!r} from {spec.distribution} "
             f"is not a sandbank Provider subclass"
         )
+    declared = getattr(obj, "name", None)
+    if declared != name:
+        raise RegistryError(
+            f"entry point {name!r} = {spec.target!r} from {spec.distribution} loads a provider "
+            f"whose name is {declared!r}; a provider's `name` must equal its entry-point name, "
+            f"so set `name = {name!r}` on the class or rename the entry point"
+        )
     return obj
 
 
 def get_provider(name: str, **options: Any) -> Provider:
-    """An instance of the provider registered as ``name``, configured with ``options``."""
-    return load_provider(name)(**options)
+    """An instance of the provider registered as ``name``, configured with ``options``.
+
+    Options the constructor does not accept (or required ones left out) raise
+    ``ConfigurationError`` naming the options it accepts.
+    """
+    cls = load_provider(name)
+    try:
+        inspect.signature(cls).bind(**options)
+    except TypeError as exc:
+        accepted = ", ".join(option_names(cls)) or "none"
+        raise ConfigurationError(
+            f"provider {name!r} cannot be configured with {sorted(options) or 'no options'} "
+            f"({exc}); it accepts: {accepted}"
+        ) from None
+    return cls(**options)

@@ -91,6 +91,8 @@ def test_registered_and_declared(docker_image: str) -> None:
         "stop",
         "network_policy",
         "resource_limits",
+        "image",
+        "user",
         "durable_exec",
     ]
     assert p.isolation == "docker container (namespaces, cgroups)"

@@ -213,22 +213,36 @@ async def test_isolation_none_runs_unconfined(tmp_path: Path) -> None:
         state_dir=tmp_path / "state", bwrap=tmp_path / "no-such-bwrap", isolation="none"
     )
     assert provider.isolation == ISOLATION_NONE
-    async with provider.sandbox({"env": {"A": "1"}}) as box:
+    async with provider.sandbox({"env": {"A": "1"}, "network": True}) as box:
         result = await box.exec("pwd; echo $A")
         assert result.text.split() == [os.path.realpath(box.host_path), "1"]
-        assert (await box.info()).isolation == ISOLATION_NONE
+        info = await box.info()
+        assert info.isolation == ISOLATION_NONE
+        assert info.workspace == box.workspace == os.path.realpath(box.host_path)
         assert (await box.exec(["no-such-program"])).exit_code == 127
+        await box.write_file(f"{box.workspace}/abs.txt", b"absolute")
+        assert await box.read_file("abs.txt") == b"absolute"
     with pytest.raises(ConfigurationError):
         LocalProvider(isolation="chroot")
-    with pytest.raises(ConfigurationError, match="state_dir"):
+    with pytest.raises(ConfigurationError, match=r"statedir.*accepts: state_dir, root"):
         LocalProvider(statedir=tmp_path)
+
+
+async def test_isolation_none_refuses_what_it_cannot_enforce(tmp_path: Path) -> None:
+    provider = LocalProvider(state_dir=tmp_path / "state", isolation="none")
+    assert not provider.capabilities.network_policy and not provider.capabilities.user
+    for manifest, capability in [({}, "network_policy"), ({"network": True, "user": "0"}, "user")]:
+        with pytest.raises(NotSupported, match=capability) as caught:
+            await provider.create(manifest)
+        assert caught.value.capability == capability
+    assert not (tmp_path / "state").exists() or list((tmp_path / "state").iterdir()) == []
 
 
 async def test_reports_isolation(provider: LocalProvider, box: LocalSandbox) -> None:
     assert provider.isolation.startswith("bubblewrap: user,mount,pid,ipc,uts")
     info = await box.info()
     assert info.isolation == provider.isolation
-    assert info.workspace == box.host_path
+    assert info.workspace == box.workspace == "/workspace"
     assert provider.capabilities.host_path and provider.capabilities.network_policy
     assert not provider.capabilities.resource_limits and not provider.capabilities.pause
 
@@ -352,7 +366,7 @@ async def test_timeout_kills_tree_and_keeps_output(box: LocalSandbox) -> None:
 
 async def test_unconfined_background_writer_does_not_hang(tmp_path: Path) -> None:
     provider = LocalProvider(state_dir=tmp_path, isolation="none")
-    async with provider.sandbox() as box:
+    async with provider.sandbox({"network": True}) as box:
         started = time.monotonic()
         result = await box.exec("setsid sleep 5 & echo started")
         assert result.text == "started\n"
