@@ -58,7 +58,7 @@ def test_table_local(bwrap: str, tmp_path: Path) -> None:
     assert "test_exit_code[42]" in run.stdout
     assert "does not declare capability pause" in run.stdout
     assert "capabilities:" in run.stdout
-    assert "4 passed, 0 failed, 0 errors, 1 skipped" in run.stdout
+    assert "4 passed, 0 failed, 0 errors, 1 skipped, 0 expected failures" in run.stdout
 
 
 def test_unknown_provider() -> None:
@@ -159,3 +159,72 @@ def test_plugin_is_cheap() -> None:
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+def test_expect_fail_that_passes_is_a_failure(bwrap: str, tmp_path: Path) -> None:
+    run = _conformance(
+        "local", "--json", "-o", f"state_dir={tmp_path}", "-k", "exit_code or stdout_stderr",
+        "--expect-fail", "test_exit_code[42],test_stdout_stderr_separated",
+    )  # fmt: skip
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    results = {r["test"]: r for r in report["results"]}
+    assert results["test_exit_code[42]"]["outcome"] == "failed"
+    assert "XPASS(strict)" in results["test_exit_code[42]"]["reason"]
+    assert results["test_stdout_stderr_separated"]["outcome"] == "failed"
+    assert results["test_exit_code[0]"]["outcome"] == "passed"
+
+
+def test_expect_fail_of_an_unknown_test() -> None:
+    run = _conformance("local", "--expect-fail", "test_no_such_behaviour")
+    assert run.returncode == 2
+    assert "test_no_such_behaviour" in run.stderr and "does not have" in run.stderr
+
+
+EXPECTED = """
+import pytest
+from sandbank.conformance import ConformanceFixtures
+
+
+class TestDeviations(ConformanceFixtures):
+    expected_failures = {"test_known_gap": "not built yet", "test_fixed_already": "old gap"}
+
+    @pytest.fixture
+    def provider(self):
+        return None
+
+    async def test_known_gap(self):
+        \"\"\"Fails, as declared.\"\"\"
+        assert False, "the gap"
+
+    async def test_fixed_already(self):
+        \"\"\"Passes, although declared.\"\"\"
+
+    async def test_plain(self):
+        \"\"\"Passes.\"\"\"
+"""
+
+
+def test_expected_failures_are_strict(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_expected=EXPECTED)
+    collector = ResultCollector()
+    pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-o", "asyncio_mode=strict",
+        "-o", "asyncio_default_fixture_loop_scope=function", plugins=[collector],
+    )  # fmt: skip
+    outcomes = {o.test: o for o in collector.outcomes.values()}
+    assert {name: o.outcome for name, o in outcomes.items()} == {
+        "test_known_gap": "xfailed",
+        "test_fixed_already": "failed",
+        "test_plain": "passed",
+    }
+    assert outcomes["test_known_gap"].reason == "expected deviation: not built yet"
+    assert "XPASS(strict)" in outcomes["test_fixed_already"].reason
+
+
+def test_expected_failures_must_name_tests() -> None:
+    from sandbank.conformance import ProviderConformance
+    from sandbank.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="test_nope"):
+        type("T", (ProviderConformance,), {"expected_failures": {"test_nope": "x"}})

@@ -15,6 +15,7 @@ __all__ = [
     "path_exists",
     "read_host_file",
     "run_ok",
+    "workspace_of",
     "written_outside",
 ]
 
@@ -38,6 +39,11 @@ async def path_exists(sandbox: Sandbox, path: str) -> bool:
     return result.exit_code == 0
 
 
+async def workspace_of(sandbox: Sandbox) -> str:
+    """Where commands in ``sandbox`` see the workspace root (``SandboxInfo.workspace``)."""
+    return (await sandbox.info()).workspace
+
+
 async def entries_by_path(sandbox: Sandbox, path: str = ".") -> dict[str, FileEntry]:
     return {entry.path: entry for entry in await sandbox.list_tree(path)}
 
@@ -56,7 +62,8 @@ class ByteCounter:
 
 async def written_outside(sandbox: Sandbox, name: str) -> list[str]:
     """Places outside the workspace where an entry called ``name`` appeared."""
-    inside = [f"/{name}", f"/etc/{name}", f"/tmp/{name}", f"/workspace/../{name}"]
+    workspace = await workspace_of(sandbox)
+    inside = [f"/{name}", f"/etc/{name}", f"/tmp/{name}", f"{workspace}/../{name}"]
     found = [p for p in inside if await path_exists(sandbox, p)]
     if sandbox.host_path is not None:
         found += _host_entries_outside(sandbox.host_path, name)

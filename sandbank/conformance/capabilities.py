@@ -32,7 +32,8 @@ _COMMAND_LINES = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; don
 
 
 class CapabilityTests(ConformanceFixtures):
-    """pause, network policy, resource limits and host paths, declared or refused."""
+    """pause, stop, network policy, resource limits, users, images and host paths: each works
+    where declared and is refused where not."""
 
     @capability("pause")
     async def test_pause_resume(self, sandbox: Sandbox) -> None:
@@ -83,6 +84,13 @@ class CapabilityTests(ConformanceFixtures):
         assert [name for name in await _interfaces(box) if name != "lo"] == []
         assert b"CONNECTED" not in await run_ok(box, _CONNECT)
 
+    @capability("network_policy", declared=False)
+    async def test_network_off_refused(self, make_sandbox: SandboxFactory) -> None:
+        """Without network_policy, a manifest asking for no network raises NotSupported."""
+        with pytest.raises(NotSupported) as caught:
+            await make_sandbox(network=False)
+        assert caught.value.capability == "network_policy"
+
     @capability("network_policy")
     async def test_network_on(self, make_sandbox: SandboxFactory) -> None:
         """network=True gives the sandbox a network interface besides loopback."""
@@ -107,6 +115,26 @@ class CapabilityTests(ConformanceFixtures):
         """Without resource_limits, a manifest asking for limits raises NotSupported."""
         with pytest.raises(NotSupported):
             await make_sandbox(resources={"pids": 64, "memory": "256Mi"})
+
+    @capability("user")
+    async def test_user(self, make_sandbox: SandboxFactory) -> None:
+        """manifest.user runs commands as that user (uid 0 here)."""
+        box = await make_sandbox(user="0")
+        assert (await run_ok(box, "id -u")).strip() == b"0"
+
+    @capability("user", declared=False)
+    async def test_user_refused(self, make_sandbox: SandboxFactory) -> None:
+        """Without the user capability, a manifest naming a user raises NotSupported."""
+        with pytest.raises(NotSupported) as caught:
+            await make_sandbox(user="1000")
+        assert caught.value.capability == "user"
+
+    @capability("image", declared=False)
+    async def test_image_refused(self, make_sandbox: SandboxFactory) -> None:
+        """Without the image capability, a manifest naming an image raises NotSupported."""
+        with pytest.raises(NotSupported) as caught:
+            await make_sandbox(image="sandbank-conformance/no-such-image:1")
+        assert caught.value.capability == "image"
 
     @capability("host_path")
     async def test_host_path(self, sandbox: Sandbox) -> None:

@@ -21,8 +21,20 @@ from .runner import ConformanceReport, run_conformance
 
 __all__ = ["conformance_command", "render_report"]
 
-_STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "yellow"}
-_LABEL = {"passed": "pass", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
+_STYLE = {
+    "passed": "green",
+    "failed": "bold red",
+    "error": "bold red",
+    "skipped": "yellow",
+    "xfailed": "yellow",
+}
+_LABEL = {
+    "passed": "pass",
+    "failed": "FAIL",
+    "error": "ERROR",
+    "skipped": "skip",
+    "xfailed": "xfail",
+}
 
 
 def render_report(report: ConformanceReport, console: Console) -> None:
@@ -44,7 +56,7 @@ def render_report(report: ConformanceReport, console: Console) -> None:
             table.add_row("", Text(group.removesuffix("Tests"), style="bold"), "")
         behaviour = Text(outcome.behaviour)
         if outcome.reason:
-            style = "dim" if outcome.outcome == "skipped" else "red"
+            style = "dim" if outcome.outcome in ("skipped", "xfailed") else "red"
             behaviour.append(f"\n{outcome.reason}", style=style)
         table.add_row(
             Text(_LABEL[outcome.outcome], style=_STYLE[outcome.outcome]),
@@ -56,7 +68,8 @@ def render_report(report: ConformanceReport, console: Console) -> None:
     style = "green" if report.ok else "bold red"
     console.print(
         f"[{style}]{summary['passed']} passed, {summary['failed']} failed, "
-        f"{summary['error']} errors, {summary['skipped']} skipped[/{style}] "
+        f"{summary['error']} errors, {summary['skipped']} skipped, "
+        f"{summary['xfailed']} expected failures[/{style}] "
         f"in {report.duration:.1f}s"
     )
     if report.pytest_exit_code not in (0, 1):
@@ -70,9 +83,22 @@ def render_report(report: ConformanceReport, console: Console) -> None:
 @click.option(
     "-k", "keyword", metavar="EXPR", help="Only behaviours matching a pytest -k expression."
 )
+@click.option(
+    "--expect-fail",
+    "expect_fail",
+    metavar="ID,...",
+    multiple=True,
+    help="Behaviours this provider is known to miss (test names, comma-separated): reported "
+    "as expected failures, and as failures if they pass.",
+)
 @click.option("--pytest-output", is_flag=True, help="Show pytest's own output (on stderr).")
 def conformance_command(
-    name: str, options: tuple[str, ...], as_json: bool, keyword: str | None, pytest_output: bool
+    name: str,
+    options: tuple[str, ...],
+    as_json: bool,
+    keyword: str | None,
+    expect_fail: tuple[str, ...],
+    pytest_output: bool,
 ) -> None:
     """Run the provider conformance suite against provider NAME and print the matrix."""
     try:
@@ -83,8 +109,18 @@ def conformance_command(
             "pip install pytest pytest-asyncio"
         ) from None
     try:
+        expected = {
+            test.strip(): "declared with --expect-fail"
+            for value in expect_fail
+            for test in value.split(",")
+            if test.strip()
+        }
         report = run_conformance(
-            name, parse_options(options), keyword=keyword, show_pytest_output=pytest_output
+            name,
+            parse_options(options),
+            keyword=keyword,
+            expected_failures=expected,
+            show_pytest_output=pytest_output,
         )
     except SandbankError as exc:
         Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)

@@ -12,9 +12,9 @@ import pytest
 
 from sandbank.errors import ExecTimeout
 from sandbank.manifest import Manifest
-from sandbank.providers.base import WORKSPACE, Sandbox
+from sandbank.providers.base import Sandbox
 
-from ._helpers import ByteCounter, path_exists, run_ok
+from ._helpers import ByteCounter, path_exists, run_ok, workspace_of
 from .fixtures import ConformanceFixtures, SandboxFactory
 
 __all__ = ["ExecTests"]
@@ -98,24 +98,37 @@ class ExecTests(ConformanceFixtures):
         assert b"must-not-leak" not in result.stdout
 
     async def test_default_cwd(self, sandbox: Sandbox) -> None:
-        """Commands start in the workspace root, /workspace, by default."""
+        """Commands start in the workspace root, the path SandboxInfo.workspace declares."""
+        workspace = await workspace_of(sandbox)
+        assert workspace.startswith("/") and workspace == sandbox.workspace
         result = await sandbox.exec("pwd")
-        assert result.stdout.decode().strip() == WORKSPACE
+        assert result.stdout.decode().strip() == workspace
 
     async def test_manifest_workdir(self, make_sandbox: SandboxFactory) -> None:
         """The manifest's workdir is where commands start; file paths stay root-relative."""
         box = await make_sandbox(workdir="sub/dir")
         await box.write_file("sub/dir/here.txt", b"here")
         result = await box.exec("pwd; cat here.txt")
-        assert result.stdout.decode() == f"{WORKSPACE}/sub/dir\nhere"
+        assert result.stdout.decode() == f"{await workspace_of(box)}/sub/dir\nhere"
 
     async def test_explicit_cwd(self, sandbox: Sandbox) -> None:
-        """cwd= runs a command in a workspace subdirectory (relative or under /workspace)."""
+        """cwd= runs a command in a workspace subdirectory (relative, or absolute under the
+        declared workspace path)."""
+        workspace = await workspace_of(sandbox)
         await sandbox.mkdir("a/b")
         relative = await sandbox.exec("pwd", cwd="a/b")
-        assert relative.stdout.decode().strip() == f"{WORKSPACE}/a/b"
-        absolute = await sandbox.exec("pwd", cwd=f"{WORKSPACE}/a")
-        assert absolute.stdout.decode().strip() == f"{WORKSPACE}/a"
+        assert relative.stdout.decode().strip() == f"{workspace}/a/b"
+        absolute = await sandbox.exec("pwd", cwd=f"{workspace}/a")
+        assert absolute.stdout.decode().strip() == f"{workspace}/a"
+
+    async def test_absolute_file_paths(self, sandbox: Sandbox) -> None:
+        """File operations take absolute paths under the declared workspace path too."""
+        workspace = await workspace_of(sandbox)
+        await sandbox.write_file(f"{workspace}/abs/file.txt", b"absolute")
+        assert await sandbox.read_file("abs/file.txt") == b"absolute"
+        assert [e.path for e in await sandbox.list_tree(f"{workspace}/abs")] == ["abs/file.txt"]
+        result = await sandbox.exec(["cat", f"{workspace}/abs/file.txt"])
+        assert result.stdout == b"absolute"
 
     async def test_shell_string(self, sandbox: Sandbox) -> None:
         """A string command runs through /bin/sh -c, with pipes, expansion and quoting."""
@@ -142,6 +155,7 @@ class ExecTests(ConformanceFixtures):
             await sandbox.exec("echo before; sleep 2.5; touch late; echo after", timeout=1)
         assert time.monotonic() - started < 2.4, "the timeout fired late"
         assert caught.value.result.stdout == b"before\n"
+        assert caught.value.result.exit_code == 137, "a killed command exits 128 + SIGKILL"
         assert caught.value.timeout == 1
         await asyncio.sleep(max(0.0, started + 3.5 - time.monotonic()))
         assert not await path_exists(sandbox, "late"), "the command kept running after timeout"

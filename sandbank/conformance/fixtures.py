@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
 
-from sandbank.errors import SandboxNotFound
+from sandbank.errors import ConfigurationError, SandboxNotFound
 from sandbank.manifest import Manifest
 from sandbank.providers.base import Provider, Sandbox
 
@@ -42,8 +42,23 @@ class ConformanceFixtures:
 
     pytestmark = [pytest.mark.asyncio]
 
+    expected_failures: ClassVar[Mapping[str, str]] = {}
+    """Behaviours this provider is known to miss: test name (``test_x``, or ``test_x[param]``
+    for one parameter) to the reason. Each runs as a strict xfail: reported as an expected
+    failure, and as a failure if it passes (then remove it from the list)."""
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        unknown = [
+            name
+            for name in cls.expected_failures
+            if not (name.startswith("test_") and callable(getattr(cls, name.split("[")[0], None)))
+        ]
+        if unknown:
+            raise ConfigurationError(
+                f"{cls.__name__}.expected_failures names tests the suite does not have: "
+                f"{', '.join(sorted(unknown))}; use names as `sandbank conformance` prints them"
+            )
         # A subclass that defines ``provider`` gets ``fresh_provider``: the same function
         # registered under a second name, so pytest calls it again for a second instance.
         if "provider" in cls.__dict__ and "fresh_provider" not in cls.__dict__:
@@ -72,14 +87,27 @@ class ConformanceFixtures:
         )
 
     @pytest.fixture
-    def manifest(self) -> Manifest:
-        """The manifest every sandbox of the suite starts from; override to pick an image."""
-        return Manifest()
+    def manifest(self, provider: Provider) -> Manifest:
+        """The manifest every sandbox of the suite starts from; override to pick an image.
+
+        The defaults, except ``network=True`` for a provider without ``network_policy``
+        (which refuses the default, ``network=False``).
+        """
+        return Manifest(network=not provider.capabilities.network_policy)
 
     @pytest.fixture(autouse=True)
     def _sandbank_capability_gate(self, request: pytest.FixtureRequest) -> None:
         """Skips tests marked ``sandbank_capability`` that the provider does not declare."""
         capability_gate(request)
+
+    @pytest.fixture(autouse=True)
+    def _sandbank_expected_failure(self, request: pytest.FixtureRequest) -> None:
+        """Marks the tests named in ``expected_failures`` as strict xfails."""
+        node = request.node
+        expected = type(self).expected_failures
+        reason = expected.get(node.name, expected.get(getattr(node, "originalname", "")))
+        if reason is not None:
+            node.add_marker(pytest.mark.xfail(reason=f"expected deviation: {reason}", strict=True))
 
     @pytest_asyncio.fixture
     async def make_sandbox(

@@ -98,9 +98,23 @@ class LifecycleTests(ConformanceFixtures):
             async with attached:
                 assert attached.id == box.id
                 assert await attached.read_file("wd/file.txt") == b"content"
-                result = await attached.exec('pwd; printf %s "$SANDBANK_ATTACH"; cat file.txt')
-                assert result.stdout.decode() == "/workspace/wd\nkeptcontent"
+                result = await attached.exec('printf %s "$SANDBANK_ATTACH"; cat file.txt')
+                assert result.stdout.decode() == "keptcontent"
                 assert box.id in {i.id for i in await fresh_provider.list()}
+
+    async def test_attach_keeps_workspace_path(
+        self, make_sandbox: SandboxFactory, fresh_provider: Provider
+    ) -> None:
+        """An attached handle declares the same workspace path, and commands start there."""
+        box = await make_sandbox(workdir="wd")
+        workspace = (await box.info()).workspace
+        async with fresh_provider:
+            attached = await fresh_provider.attach(box.id)
+            async with attached:
+                assert attached.workspace == workspace
+                assert (await attached.info()).workspace == workspace
+                result = await attached.exec("pwd")
+                assert result.stdout.decode().strip() == f"{workspace}/wd"
 
     async def test_attach_unknown(self, provider: Provider) -> None:
         """attach to an id that never existed raises SandboxNotFound."""
@@ -119,12 +133,16 @@ class LifecycleTests(ConformanceFixtures):
             await provider.destroy(box.id)
 
     async def test_destroy_by_id(self, make_sandbox: SandboxFactory, provider: Provider) -> None:
-        """provider.destroy(id) deletes a sandbox whose handle is still open."""
+        """provider.destroy(id) deletes a sandbox whose handle is still open; that handle's
+        status() then reports LOST (it does not raise), and info() raises SandboxNotFound."""
         box = await make_sandbox()
         await provider.destroy(box.id)
         assert box.id not in {info.id for info in await provider.list()}
         with pytest.raises(SandboxNotFound):
             await provider.attach(box.id)
+        assert await box.status() == SandboxStatus.LOST
+        with pytest.raises(SandboxNotFound):
+            await box.info()
 
     async def test_sandbox_context(self, provider: Provider, manifest: Manifest) -> None:
         """provider.sandbox() yields a working sandbox and destroys it on exit."""

@@ -106,12 +106,16 @@ class PathEscapeTests(ConformanceFixtures):
         name = os.path.basename(canary)
         paths = [f"../{outside_name}", "/etc/passwd", f"etc_link/{outside_name}"]
         paths += [f"up_link/{outside_name}", f"tmp_link/{name}", f"up_link/tmp/{name}"]
-        problems = await _refusals(sandbox, paths, sandbox.remove)
-        assert not problems, "not refused:\n" + "\n".join(problems)
-        if canary_persists:
-            assert await path_exists(sandbox, canary), "remove deleted a file outside"
-        if passwd_exists:
-            assert await path_exists(sandbox, "/etc/passwd"), "remove deleted /etc/passwd"
+        try:
+            problems = await _refusals(sandbox, paths, sandbox.remove)
+            assert not problems, "not refused:\n" + "\n".join(problems)
+            if canary_persists:
+                assert await path_exists(sandbox, canary), "remove deleted a file outside"
+            if passwd_exists:
+                assert await path_exists(sandbox, "/etc/passwd"), "remove deleted /etc/passwd"
+        finally:
+            # Without isolation the sandbox's /tmp is the host's: leave nothing behind there.
+            await sandbox.exec(["rm", "-f", canary])
 
     async def test_exec_cwd_escapes(self, sandbox: Sandbox, outside_name: str) -> None:
         """exec refuses a cwd that leaves the workspace, through '..', '/', or a symlink."""
