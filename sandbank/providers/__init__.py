@@ -23,7 +23,7 @@ from sandbank.providers.base import (
     normalize_path,
 )
 from sandbank.providers.hostdir import HostDirectory, HostDirSandbox
-from sandbank.providers.process import run_process, sandbox_env
+from sandbank.providers.process import ProcessGroups, run_process, sandbox_env
 from sandbank.providers.registry import ProviderSpec, get_provider, list_providers
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "HostDirectory",
     "OutputCallback",
     "OutputCollector",
+    "ProcessGroups",
     "Provider",
     "ProviderSpec",
     "Sandbox",

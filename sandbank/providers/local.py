@@ -56,7 +56,7 @@ from sandbank.providers.base import (
     SandboxStatus,
 )
 from sandbank.providers.hostdir import HostDirectory, HostDirSandbox
-from sandbank.providers.process import DEFAULT_PATH, _kill_group, run_process, sandbox_env
+from sandbank.providers.process import DEFAULT_PATH, ProcessGroups, run_process, sandbox_env
 
 __all__ = ["LocalProvider", "LocalSandbox", "bwrap_argv", "sandbox_env"]
 
@@ -158,7 +158,7 @@ class LocalSandbox(HostDirSandbox):
         await self.host_cwd(request.cwd)
         argv, cwd, env = self.host_command(request)
         log.debug("exec in %s: %s", self.id, request.argv)
-        running = self.provider._running.setdefault(self.id, set())
+        running = self.provider._running.of(self.id)
         return await run_process(argv, request, output, cwd=cwd, env=env, running=running)
 
 
@@ -199,7 +199,7 @@ class LocalProvider(Provider):
         self._requested_bwrap = os.fspath(bwrap) if bwrap is not None else "bwrap"
         self._checked = False
         self._disable_userns = True
-        self._running: dict[str, set[asyncio.subprocess.Process]] = {}
+        self._running = ProcessGroups()
 
     @property
     def capabilities(self) -> Capabilities:
@@ -405,8 +405,7 @@ class LocalProvider(Provider):
 
     async def destroy(self, sandbox_id: str) -> None:
         record = await asyncio.to_thread(self._load, sandbox_id)
-        for proc in self._running.pop(sandbox_id, set()):
-            _kill_group(proc)
+        self._running.kill(sandbox_id)
         await asyncio.to_thread(self._destroy_sync, record)
         log.info("destroyed local sandbox %s", sandbox_id)
 

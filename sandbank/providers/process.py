@@ -17,7 +17,7 @@ from typing import Any, Literal
 from sandbank.errors import ExecTimeout
 from sandbank.providers.base import WORKSPACE, ExecRequest, ExecResult, OutputCollector
 
-__all__ = ["DEFAULT_PATH", "run_process", "sandbox_env"]
+__all__ = ["DEFAULT_PATH", "ProcessGroups", "run_process", "sandbox_env"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,22 @@ def sandbox_env(env: Mapping[str, str], *, home: str = WORKSPACE) -> dict[str, s
     return merged
 
 
+class ProcessGroups:
+    """The running commands of each sandbox, so that ``destroy`` can kill them all."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, set[asyncio.subprocess.Process]] = {}
+
+    def of(self, sandbox_id: str) -> set[asyncio.subprocess.Process]:
+        """The set to pass to ``run_process(running=...)`` for a sandbox's commands."""
+        return self._running.setdefault(sandbox_id, set())
+
+    def kill(self, sandbox_id: str) -> None:
+        """Kill the process group of every command still running in the sandbox."""
+        for proc in self._running.pop(sandbox_id, set()):
+            _kill_group(proc)
+
+
 async def run_process(
     argv: Sequence[str],
     request: ExecRequest,
@@ -54,8 +70,9 @@ async def run_process(
     when it exits, on ``request.timeout`` (``ExecTimeout`` with the output so far and exit
     code 137) or on cancellation, its whole process group is killed. ``env`` is the whole
     environment (see ``sandbox_env``); ``running`` holds the process while it runs, so a
-    provider's ``destroy`` can kill it. A program that does not exist exits 127 and one
-    that cannot be executed 126, with the reason on stderr. A signal N gives 128 + N.
+    provider's ``destroy`` can kill it (``ProcessGroups``). A program that does not exist
+    exits 127 and one that cannot be executed 126, with the reason on stderr. A signal N
+    gives 128 + N.
     """
     loop = asyncio.get_running_loop()
     try:
