@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from sandbank.errors import ExecTimeout
+from sandbank.errors import ExecTimeout, PathNotFound
 from sandbank.manifest import Manifest
 from sandbank.providers.base import Sandbox
 
@@ -120,6 +120,12 @@ class ExecTests(ConformanceFixtures):
         assert relative.stdout.decode().strip() == f"{workspace}/a/b"
         absolute = await sandbox.exec("pwd", cwd=f"{workspace}/a")
         assert absolute.stdout.decode().strip() == f"{workspace}/a"
+
+    async def test_missing_cwd(self, sandbox: Sandbox) -> None:
+        """A cwd that does not exist raises PathNotFound; nothing runs."""
+        with pytest.raises(PathNotFound):
+            await sandbox.exec("touch ran", cwd="no/such/dir")
+        assert not await path_exists(sandbox, "ran")
 
     async def test_absolute_file_paths(self, sandbox: Sandbox) -> None:
         """File operations take absolute paths under the declared workspace path too."""

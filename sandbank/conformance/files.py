@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from sandbank.errors import PathNotFound
+from sandbank.errors import ConfigurationError, PathNotFound
 from sandbank.providers.base import Sandbox
 
 from ._helpers import UTC_ENV, entries_by_path, path_exists, run_ok
@@ -97,6 +97,14 @@ class FileTests(ConformanceFixtures):
         assert (result.exit_code, result.stdout) == (0, b"ran x\n")
         assert (await entries_by_path(sandbox))["run.sh"].mode == 0o755
 
+    async def test_default_mode(self, sandbox: Sandbox) -> None:
+        """write_file without mode makes a new file 0o644 and keeps an existing file's mode."""
+        await sandbox.write_file("new.txt", b"n")
+        await sandbox.write_file("kept.sh", b"k", mode=0o750)
+        await sandbox.write_file("kept.sh", b"rewritten")
+        entries = await entries_by_path(sandbox)
+        assert (entries["new.txt"].mode, entries["kept.sh"].mode) == (0o644, 0o750)
+
     async def test_write_mode(self, sandbox: Sandbox) -> None:
         """mode= sets exactly those permission bits (0o600, 0o640)."""
         await sandbox.write_file("secret", b"s", mode=0o600)
@@ -163,6 +171,20 @@ class FileTests(ConformanceFixtures):
             await sandbox.read_file("missing.txt")
         with pytest.raises(FileNotFoundError):
             await sandbox.read_file("missing/dir/file.txt")
+
+    async def test_read_directory(self, sandbox: Sandbox) -> None:
+        """read_file of a directory raises ConfigurationError (not PathNotFound)."""
+        await sandbox.mkdir("adir")
+        with pytest.raises(ConfigurationError) as caught:
+            await sandbox.read_file("adir")
+        assert not isinstance(caught.value, PathNotFound)
+
+    async def test_list_tree_file(self, sandbox: Sandbox) -> None:
+        """list_tree of a file raises ConfigurationError (not PathNotFound)."""
+        await sandbox.write_file("f.txt", b"x")
+        with pytest.raises(ConfigurationError) as caught:
+            await sandbox.list_tree("f.txt")
+        assert not isinstance(caught.value, PathNotFound)
 
     async def test_remove_file(self, sandbox: Sandbox) -> None:
         """remove deletes a file."""

@@ -864,8 +864,10 @@ class DockerSandbox(Sandbox):
                 raise await self._files(lambda: self._missing(path))
             if target.stat.is_link and not _inside(target.stat.link_target):
                 raise WorkspacePathError(path, f"is a symlink to {target.stat.link_target!r}")
+            if not target.stat.is_dir and not target.stat.is_link:
+                raise ConfigurationError(f"{path!r} is not a directory")
             if not target.stat.is_dir:
-                return []  # a file, or a symlink inside the workspace (never followed)
+                return []  # a symlink inside the workspace (never followed)
             start, prefix = target.path, path + "/"
         result = await self._run(["/bin/sh", "-c", _LIST_SCRIPT, "sh", start, _LIST_PY])
         if result.exit_code == 0:
