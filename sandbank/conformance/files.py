@@ -156,6 +156,12 @@ class FileTests(ConformanceFixtures):
             assert entries[path].link_target == target, path
         assert not any(p.startswith("dirlink/") for p in entries), "list_tree followed a symlink"
 
+    async def test_list_tree_of_a_symlink(self, sandbox: Sandbox) -> None:
+        """list_tree of a symlink to a directory inside lists that directory under the link."""
+        await sandbox.write_file("realdir/inside.txt", b"i")
+        await run_ok(sandbox, "ln -s realdir dirlink")
+        assert [e.path for e in await sandbox.list_tree("dirlink")] == ["dirlink/inside.txt"]
+
     async def test_empty_dir_listed(self, sandbox: Sandbox) -> None:
         """mkdir creates parents; empty directories are listed; mkdir again is fine."""
         await sandbox.mkdir("empty/nested")

@@ -323,7 +323,11 @@ class Sandbox(ABC):
         await self._write_file(self._file_path(path), bytes(data), mode)
 
     async def list_tree(self, path: str = ".") -> list[FileEntry]:
-        """Every entry under ``path`` (not ``path`` itself), sorted; symlinks are not followed."""
+        """Every entry under the directory ``path`` (not ``path`` itself), sorted.
+
+        Symlinks below ``path`` are listed as symlinks, never followed; ``path`` itself may
+        be a symlink to a directory inside the workspace (entries keep ``path`` as prefix).
+        """
         self._ensure_open()
         return sorted(await self._list_tree(self._normalize(path)), key=lambda e: e.path)
 
@@ -462,8 +466,9 @@ class Sandbox(ABC):
     async def _list_tree(self, path: str) -> list[FileEntry]:
         """Every entry below the directory ``path``, not following symlinks (any order).
 
-        Paths in the entries are workspace-relative. Missing: ``PathNotFound``. A file:
-        ``ConfigurationError``.
+        Paths in the entries are workspace-relative and start with ``path`` as given, even
+        when ``path`` is a symlink to a directory inside the workspace. Missing:
+        ``PathNotFound``. A file: ``ConfigurationError``.
         """
 
     @abstractmethod

@@ -860,14 +860,13 @@ class DockerSandbox(Sandbox):
         start, prefix = WORKSPACE, ""
         if path != ".":
             target = await self._files(lambda: self._walk_sync(path))
+            if target.stat is not None and target.stat.is_link:
+                walked = target
+                target = await self._files(lambda: self._follow_sync(path, walked))
             if target.stat is None:
                 raise await self._files(lambda: self._missing(path))
-            if target.stat.is_link and not _inside(target.stat.link_target):
-                raise WorkspacePathError(path, f"is a symlink to {target.stat.link_target!r}")
-            if not target.stat.is_dir and not target.stat.is_link:
-                raise ConfigurationError(f"{path!r} is not a directory")
             if not target.stat.is_dir:
-                return []  # a symlink inside the workspace (never followed)
+                raise ConfigurationError(f"{path!r} is not a directory")
             start, prefix = target.path, path + "/"
         result = await self._run(["/bin/sh", "-c", _LIST_SCRIPT, "sh", start, _LIST_PY])
         if result.exit_code == 0:
