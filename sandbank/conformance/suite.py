@@ -23,6 +23,8 @@ class ProviderConformance(
         from sandbank.conformance import ProviderConformance
 
         class TestMyProvider(ProviderConformance):
+            expected_failures = {"test_x": "why"}  # optional, see ConformanceFixtures
+
             @pytest.fixture
             def provider(self):
                 return MyProvider()
