@@ -11,7 +11,7 @@ from sandbank.errors import ConfigurationError
 from sandbank.providers.base import WORKSPACE
 from sandbank.providers.process import sandbox_env
 
-__all__ = ["bwrap_argv"]
+__all__ = ["EXEC_SHIM", "GROUP_FILE", "PASSWD_FILE", "bwrap_argv", "user_ids"]
 
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
@@ -49,13 +49,13 @@ _ETC_FILES = (
     "python3.13",
 )
 _ETC_NETWORK = ("resolv.conf", "gai.conf", "host.conf")
-_PASSWD = (
+PASSWD_FILE = (
     "root:x:0:0:root:/root:/bin/sh\n"
     f"sandbank:x:{SANDBOX_UID}:{SANDBOX_GID}:sandbank:{WORKSPACE}:/bin/sh\n"
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
 )
-_GROUP = f"root:x:0:\nsandbank:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"
-_EXEC_SHIM = ["/bin/sh", "-c", 'exec "$@"', "sh"]
+GROUP_FILE = f"root:x:0:\nsandbank:x:{SANDBOX_GID}:\nnogroup:x:65534:\n"
+EXEC_SHIM = ["/bin/sh", "-c", 'exec "$@"', "sh"]
 """Runs argv through the shell's ``exec`` so a missing program exits 127 (bwrap says 1)."""
 
 
@@ -121,11 +121,12 @@ def bwrap_argv(
     args += ["--chdir", target, "--clearenv"]
     for name, value in (env if env is not None else sandbox_env({})).items():
         args += ["--setenv", name, value]
-    args += ["--", *_EXEC_SHIM, *command]
+    args += ["--", *EXEC_SHIM, *command]
     return args
 
 
-def _user_ids(user: str | None) -> tuple[int, int]:
+def user_ids(user: str | None) -> tuple[int, int]:
+    """The uid and gid that ``manifest.user`` asks for (numeric ``uid[:gid]`` or ``root``)."""
     if user is None:
         return SANDBOX_UID, SANDBOX_GID
     if user == "root":

@@ -36,14 +36,14 @@ from sandbank.errors import (
 )
 from sandbank.manifest import Manifest
 from sandbank.providers._bwrap import (
-    _EXEC_SHIM,
-    _GROUP,
-    _PASSWD,
+    EXEC_SHIM,
+    GROUP_FILE,
     INSTALL_HINT,
     ISOLATION_BWRAP,
     ISOLATION_NONE,
-    _user_ids,
+    PASSWD_FILE,
     bwrap_argv,
+    user_ids,
 )
 from sandbank.providers.base import (
     WORKSPACE,
@@ -136,8 +136,8 @@ class LocalSandbox(HostDirSandbox):
         provider = self.provider
         if provider.isolation_mode == "none":
             cwd = os.path.join(self.host_path, request.cwd)
-            return [*_EXEC_SHIM, *request.argv], cwd
-        uid, gid = _user_ids(self.manifest.user)
+            return [*EXEC_SHIM, *request.argv], cwd
+        uid, gid = user_ids(self.manifest.user)
         argv = bwrap_argv(
             request.argv,
             workspace=self.host_path,
@@ -280,7 +280,7 @@ class LocalProvider(Provider):
 
     def _etc_files(self) -> dict[str, str]:
         etc = self.state_dir / ".etc"
-        files = {"passwd": _PASSWD, "group": _GROUP}
+        files = {"passwd": PASSWD_FILE, "group": GROUP_FILE}
         for name, text in files.items():
             path = etc / name
             if not path.exists():
@@ -317,7 +317,7 @@ class LocalProvider(Provider):
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> LocalSandbox:
         manifest = self.validate_manifest(manifest)
         if self.isolation_mode == "bubblewrap":
-            _user_ids(manifest.user)
+            user_ids(manifest.user)
         await self.check()
         sandbox_id = f"lcl-{secrets.token_hex(6)}"
         record = await asyncio.to_thread(self._create_sync, sandbox_id, manifest)
