@@ -132,11 +132,15 @@ async def raw_local_ops() -> AsyncIterator[dict[str, Work]]:
 
     workspace = root / "live"
     workspace.mkdir()
-    argv = bwrap_argv(["true"], workspace=str(workspace), env={"PATH": "/usr/bin:/bin"})
+    argv = bwrap_argv(["true"], workspace=str(workspace))
 
     async def run_true() -> None:
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin"},
         )
         await proc.communicate()
 

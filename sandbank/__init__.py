@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         SandboxClosed,
         SandboxLost,
         SandboxNotFound,
+        SecretUnavailable,
         SnapshotError,
         WorkspacePathError,
     )
@@ -58,6 +59,7 @@ _LOCATIONS = {
             "SandboxClosed",
             "SandboxLost",
             "SandboxNotFound",
+            "SecretUnavailable",
             "SnapshotError",
             "WorkspacePathError",
         ],
@@ -118,6 +120,7 @@ __all__ = [
     "SandboxLost",
     "SandboxNotFound",
     "SandboxStatus",
+    "SecretUnavailable",
     "SnapshotError",
     "WorkspacePathError",
     "__version__",

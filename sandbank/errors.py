@@ -7,6 +7,7 @@ trying the same call again can help (a durable worker uses it to decide on retri
     ├── ConfigurationError          bad input from the caller
     │   ├── ManifestError           the manifest does not validate
     │   ├── WorkspacePathError      a path leaves the workspace
+    │   ├── SecretUnavailable       a manifest secret cannot be read on this worker
     │   └── PathNotFound            no file at that path (also a FileNotFoundError)
     ├── RegistryError               provider lookup failed
     │   └── ProviderConflict        two distributions claim one provider name
@@ -38,6 +39,7 @@ __all__ = [
     "SandboxClosed",
     "SandboxLost",
     "SandboxNotFound",
+    "SecretUnavailable",
     "SnapshotError",
     "WorkspacePathError",
 ]
@@ -71,6 +73,18 @@ class WorkspacePathError(ConfigurationError):
             "use a path relative to the workspace root that stays inside it"
         )
         self.path = path
+
+
+class SecretUnavailable(ConfigurationError):
+    """A secret named by the manifest cannot be read where the command runs."""
+
+    def __init__(self, name: str, reference: str, reason: str) -> None:
+        super().__init__(
+            f"secret {name!r} ({reference}) is unavailable: {reason}; make it readable by "
+            f"the process that runs the sandbox (the worker), or change the manifest's reference"
+        )
+        self.name = name
+        self.reference = reference
 
 
 class PathNotFound(ConfigurationError, FileNotFoundError):

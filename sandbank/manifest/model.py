@@ -11,9 +11,10 @@ import tomllib
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sandbank.errors import ManifestError
+from sandbank.secrets import check_reference
 
 __all__ = ["Image", "Manifest", "Resources"]
 
@@ -77,6 +78,14 @@ class Manifest(_Model):
     workdir: str = Field(default=".", description="where commands start, relative to the root")
     network: bool = Field(default=False, description="outbound network access")
     user: str | None = Field(default=None, description="run commands as this user (e.g. '1000')")
+    secrets: dict[str, str] = Field(
+        default_factory=dict,
+        description="variable name -> reference ('env:VAR', 'file:/path', a URL), "
+        "read on the worker for each command; the value never enters the manifest",
+    )
+    ports: list[int] = Field(
+        default_factory=list, description="TCP ports in the sandbox reachable via port_url()"
+    )
 
     @field_validator("image", mode="before")
     @classmethod
@@ -94,6 +103,37 @@ class Manifest(_Model):
             if "\x00" in text:
                 raise ValueError(f"environment variable {name!r} contains a NUL byte")
         return value
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, reference in value.items():
+            if not _ENV_NAME.match(name):
+                raise ValueError(f"secret name {name!r} is not a valid environment variable name")
+            try:
+                check_reference(reference)
+            except ValueError as exc:
+                raise ValueError(f"the reference of secret {name!r} {exc}") from None
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        for port in value:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is not a TCP port (1-65535)")
+        if len(set(value)) != len(value):
+            raise ValueError(f"ports {value} lists a port twice")
+        return value
+
+    @model_validator(mode="after")
+    def _secret_not_env(self) -> Manifest:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(
+                f"{', '.join(map(repr, both))} in both env and secrets; keep credentials in secrets"
+            )
+        return self
 
     @field_validator("workdir")
     @classmethod

@@ -1,4 +1,4 @@
-"""The bubblewrap command line of the local provider: namespaces, mounts, environment."""
+"""The bubblewrap command line of the local provider: namespaces, mounts, users."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 
 from sandbank.errors import ConfigurationError
 from sandbank.providers.base import WORKSPACE
-from sandbank.providers.process import sandbox_env
 
 __all__ = ["EXEC_SHIM", "GROUP_FILE", "PASSWD_FILE", "bwrap_argv", "user_ids"]
 
@@ -78,7 +77,6 @@ def bwrap_argv(
     *,
     workspace: str,
     cwd: str = ".",
-    env: Mapping[str, str] | None = None,
     network: bool = False,
     bwrap: str = "bwrap",
     tmp: str | None = None,
@@ -89,7 +87,9 @@ def bwrap_argv(
 ) -> list[str]:
     """The full ``bwrap`` argv that runs ``command`` with ``workspace`` at ``/workspace``.
 
-    ``env`` is the whole environment (see ``sandbox_env``); ``tmp`` a host directory for
+    The command inherits bwrap's own environment: run the argv with ``env=sandbox_env(...)``
+    (never ``--setenv``, whose values anyone on the host sees in ``ps``). ``tmp`` is a host
+    directory for
     ``/tmp`` (a fresh tmpfs if None); ``etc`` maps ``/etc`` names to host files bound
     read-only in place of the host's own (by default the host's ``passwd`` and ``group``).
     """
@@ -118,9 +118,7 @@ def bwrap_argv(
         args += ["--bind", tmp, "/tmp"]
     args += ["--bind", workspace, WORKSPACE, "--remount-ro", "/"]
     target = WORKSPACE if cwd in ("", ".") else f"{WORKSPACE}/{cwd}"
-    args += ["--chdir", target, "--clearenv"]
-    for name, value in (env if env is not None else sandbox_env({})).items():
-        args += ["--setenv", name, value]
+    args += ["--chdir", target]
     args += ["--", *EXEC_SHIM, *command]
     return args
 

@@ -24,11 +24,13 @@ from typing import Any, ClassVar, Literal, Self
 from sandbank._result import ExecResult
 from sandbank.errors import (
     ConfigurationError,
+    ExecTimeout,
     NotSupported,
     SandboxClosed,
     WorkspacePathError,
 )
 from sandbank.manifest import Manifest
+from sandbank.secrets import Redactor, exec_environment
 
 __all__ = [
     "DEFAULT_OUTPUT_LIMIT",
@@ -272,11 +274,15 @@ class Sandbox(ABC):
         stdin: bytes | str | None = None,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
+        redact: bool = True,
     ) -> ExecResult:
         """Run ``cmd`` (an argv list, or a string for ``/bin/sh -c``) in the workspace.
 
         Returns even for a non-zero exit; a missing program exits 127. On timeout the
-        process is killed and ``ExecTimeout`` carries what it printed.
+        process is killed and ``ExecTimeout`` carries what it printed. The environment is
+        the manifest's ``env``, its ``secrets`` (read now) and ``env`` on top; each secret's
+        value in the output (result and ``on_output``) reads ``[secret NAME]`` unless
+        ``redact`` is False (for a caller that parses the raw output and redacts itself).
         """
         self._ensure_open()
         if isinstance(cmd, str):
@@ -291,17 +297,19 @@ class Sandbox(ABC):
             raise ConfigurationError("command contains a NUL byte")
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout must be positive, got {timeout!r}")
-        merged = dict(self.manifest.env)
-        if env:
-            merged.update(Manifest.parse({"env": env}).env)
+        call_env = Manifest.parse({"env": env}).env if env else None
+        cwd = self._normalize(cwd if cwd is not None else self.manifest.workdir)
+        merged, redactor = exec_environment(self.manifest.env, self.manifest.secrets, call_env)
         request = ExecRequest(
             argv=argv,
-            cwd=self._normalize(cwd if cwd is not None else self.manifest.workdir),
+            cwd=cwd,
             env=merged,
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
             timeout=timeout,
         )
-        return await self._exec(request, OutputCollector(self.output_limit, on_output))
+        if not (redact and redactor):
+            return await self._exec(request, OutputCollector(self.output_limit, on_output))
+        return await _redacted_exec(self, request, on_output, redactor)
 
     # -- files ------------------------------------------------------------------------------
 
@@ -645,6 +653,32 @@ class Provider(ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def _redacted_exec(
+    box: Sandbox, request: ExecRequest, on_output: OutputCallback | None, redactor: Redactor
+) -> ExecResult:
+    """``box._exec(request)`` with every secret value in the output redacted."""
+    streams = {"stdout": redactor.stream(), "stderr": redactor.stream()}
+
+    async def forward(name: Literal["stdout", "stderr"], data: bytes) -> None:
+        if on_output is not None and data:
+            outcome = on_output(name, data)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+    async def redacting(name: Literal["stdout", "stderr"], data: bytes) -> None:
+        await forward(name, streams[name].feed(data))
+
+    collector = OutputCollector(box.output_limit, redacting if on_output else None)
+    try:
+        result = await box._exec(request, collector)
+    except ExecTimeout as exc:
+        raise ExecTimeout(request.argv, exc.timeout, redactor.redact_result(exc.result)) from None
+    finally:
+        for name in ("stdout", "stderr"):
+            await forward(name, streams[name].flush())
+    return redactor.redact_result(result)
 
 
 async def _aiter_bytes(stream: AsyncIterable[bytes] | bytes) -> AsyncIterator[bytes]:

@@ -77,6 +77,9 @@ LABEL_ID = "sandbank.id"
 LABEL_CREATED = "sandbank.created"
 LABEL_IMAGE = "sandbank.image"
 LABEL_MANIFEST = "sandbank.manifest"
+"""The manifest without ``env`` values (labels show in every listing), secrets as references."""
+LABEL_ENV = "sandbank.env"
+"""The names of the manifest's ``env``, whose values are in the container's ``Config.Env``."""
 NAME_PREFIX = "sandbank-"
 
 _HINT = (
@@ -1163,6 +1166,15 @@ def _parse_listing(data: bytes, prefix: str) -> list[FileEntry]:
     return entries
 
 
+def _labelled_manifest(labels: dict[str, str], container_env: list[str]) -> Manifest:
+    """The manifest of a container: its label, with ``env`` values from ``Config.Env``."""
+    manifest = Manifest.from_json(labels.get(LABEL_MANIFEST) or "{}")
+    names = json.loads(labels.get(LABEL_ENV) or "[]")
+    pairs = dict(item.partition("=")[::2] for item in container_env)
+    env = {name: pairs[name] for name in names if name in pairs}
+    return manifest.merged(env=env) if env else manifest
+
+
 def _status_of(state: str) -> SandboxStatus:
     if state == "paused":
         return SandboxStatus.PAUSED
@@ -1266,7 +1278,8 @@ class DockerProvider(Provider):
             LABEL_ID: sandbox_id,
             LABEL_CREATED: f"{time.time():.3f}",
             LABEL_IMAGE: image,
-            LABEL_MANIFEST: manifest.to_json(),
+            LABEL_MANIFEST: manifest.merged(env={}).to_json(),
+            LABEL_ENV: json.dumps(sorted(manifest.env)),
         }
         limits = manifest.resources
         host_config = api.create_host_config(
@@ -1284,6 +1297,7 @@ class DockerProvider(Provider):
                 name=sandbox_id,
                 labels=labels,
                 working_dir=WORKSPACE,
+                environment=manifest.env,
                 user=manifest.user,
                 host_config=host_config,
             )
@@ -1331,7 +1345,7 @@ class DockerProvider(Provider):
         state = await self._inspect(sandbox_id)
         labels = state["Config"]["Labels"]
         box_id = labels.get(LABEL_ID, sandbox_id)
-        manifest = Manifest.from_json(labels.get(LABEL_MANIFEST) or "{}")
+        manifest = _labelled_manifest(labels, state["Config"].get("Env") or [])
         api = await self._api()
         status = state["State"].get("Status", "")
         if status in ("exited", "created"):
@@ -1369,7 +1383,7 @@ class DockerProvider(Provider):
             image=labels.get(LABEL_IMAGE),
             isolation=self.isolation,
             workspace=WORKSPACE,
-            labels={k: v for k, v in labels.items() if k != LABEL_MANIFEST},
+            labels={k: v for k, v in labels.items() if k not in (LABEL_MANIFEST, LABEL_ENV)},
         )
 
     async def destroy(self, sandbox_id: str) -> None:

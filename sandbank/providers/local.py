@@ -56,7 +56,7 @@ from sandbank.providers.base import (
     SandboxStatus,
 )
 from sandbank.providers.hostdir import HostDirectory, HostDirSandbox
-from sandbank.providers.process import DEFAULT_PATH, ProcessGroups, run_process, sandbox_env
+from sandbank.providers.process import ProcessGroups, run_process, sandbox_env
 
 __all__ = ["LocalProvider", "LocalSandbox", "bwrap_argv", "sandbox_env"]
 
@@ -125,7 +125,8 @@ class LocalSandbox(HostDirSandbox):
         argv, cwd = self._argv(request)
         if self.provider.isolation_mode == "none":
             return argv, cwd, sandbox_env(request.env, home=self.host_path)
-        return argv, cwd, {"PATH": os.environ.get("PATH", DEFAULT_PATH)}
+        # bwrap passes its environment on: the values never appear on a command line.
+        return argv, cwd, sandbox_env(request.env)
 
     @property
     def tmp_dir(self) -> str:
@@ -142,7 +143,6 @@ class LocalSandbox(HostDirSandbox):
             request.argv,
             workspace=self.host_path,
             cwd=request.cwd,
-            env=sandbox_env(request.env),
             network=self.manifest.network,
             bwrap=provider.bwrap_path or "bwrap",
             tmp=provider._tmp_dir(self.id),
@@ -249,10 +249,7 @@ class LocalProvider(Provider):
                     disable_userns=disable_userns,
                 )
                 proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=DEVNULL,
-                    stdout=DEVNULL,
-                    stderr=PIPE,
+                    *argv, stdin=DEVNULL, stdout=DEVNULL, stderr=PIPE, env=sandbox_env({})
                 )
                 _, stderr = await proc.communicate()
                 if proc.returncode == 0:

@@ -378,9 +378,8 @@ async def test_bwrap_argv_runs_standalone(tmp_path: Path, bwrap: str) -> None:
         ["sh", "-c", "echo $X > out"],
         workspace=str(tmp_path),
         bwrap=bwrap,
-        env=sandbox_env({"X": "raw"}),
     )
-    proc = await asyncio.create_subprocess_exec(*argv)
+    proc = await asyncio.create_subprocess_exec(*argv, env=sandbox_env({"X": "raw"}))
     assert await proc.wait() == 0
     assert (tmp_path / "out").read_text() == "raw\n"
 
