@@ -28,6 +28,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 """Errors print here as one line at any terminal width."""
 
 _LAZY_COMMANDS = {
+    "config": ("sandbank.cli", "config_group"),
     "conformance": ("sandbank.conformance.cli", "conformance_command"),
     "demo": ("sandbank.durable.demo", "demo_command"),
     "dev": ("sandbank.durable.cli", "dev_command"),
@@ -70,6 +71,23 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
         except json.JSONDecodeError:
             options[key] = value
     return options
+
+
+def config_default(key: str) -> Callable[[], Any]:
+    """A click ``default=`` that reads the dotted ``key`` from the config when needed."""
+
+    def default() -> Any:
+        from sandbank.config import load_config
+
+        try:
+            value: Any = load_config().config
+        except SandbankError as exc:
+            raise click.UsageError(str(exc)) from None
+        for part in key.split("."):
+            value = getattr(value, part)
+        return value
+
+    return default
 
 
 option_flag = click.option(
@@ -146,7 +164,7 @@ def _stream_to_terminal(stream: str, data: bytes) -> None:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.option("--provider", "-p", "provider_name", default="local", show_default=True)
+@click.option("--provider", "-p", "provider_name", default=config_default("provider"))
 @click.option("--image", help="Image for providers that use one.")
 @click.option("--network/--no-network", default=False, help="Allow outbound network.")
 @click.option("--timeout", type=float, help="Seconds before the command is killed.")
@@ -259,6 +277,33 @@ def sandbox_rm(provider_name: str, options: tuple[str, ...], sandbox_ids: tuple[
                 click.echo(f"destroyed {sandbox_id}")
 
     run_async(work)
+
+
+@click.group("config")
+def config_group() -> None:
+    """The merged settings: sandbank.toml files and SANDBANK_* variables."""
+
+
+@config_group.command("show")
+@json_flag
+def config_show(as_json: bool) -> None:
+    """Print every setting, its value and where it came from."""
+    from sandbank.config import config_files, load_config
+
+    try:
+        loaded, files = load_config(), config_files()
+    except SandbankError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    rows = [{"key": k, "value": v, "source": src} for k, v, src in loaded.rows()]
+    if as_json:
+        click.echo(json.dumps({"files": [str(f) for f in files], "settings": rows}, indent=2))
+        return
+    table = Table("setting", "value", "source")
+    for row in rows:
+        table.add_row(row["key"], json.dumps(row["value"]), row["source"])
+    console.print(table)
+    console.print(f"files read: {', '.join(map(str, files)) or 'none'}", highlight=False)
 
 
 def main() -> None:

@@ -56,3 +56,8 @@ def bwrap() -> str:
     need(path is not None, "bubblewrap (bwrap)")
     assert path is not None
     return path
+
+
+# A developer's own sandbank.toml must not change what the tests do; tests of the config
+# set SANDBANK_CONFIG (or remove it) themselves.
+os.environ.setdefault("SANDBANK_CONFIG", os.devnull)

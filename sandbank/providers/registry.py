@@ -102,12 +102,22 @@ def load_provider(name: str) -> type[Provider]:
     return obj
 
 
-def get_provider(name: str, **options: Any) -> Provider:
+def get_provider(name: str | None = None, **options: Any) -> Provider:
     """An instance of the provider registered as ``name``, configured with ``options``.
 
-    Options the constructor does not accept (or required ones left out) raise
-    ``ConfigurationError`` naming the options it accepts.
+    ``name`` defaults to the configured provider, and ``options`` go on top of the
+    configured ones (``sandbank.config``). Options the constructor does not accept (or
+    required ones left out) raise ``ConfigurationError`` naming the options it accepts.
     """
+    from sandbank.config import load_config
+
+    config = load_config().config
+    name = name or config.provider
+    configured = config.provider_options(name)
+    options = {**configured, **options}
+    note = (
+        f" ({sorted(configured)} set in the config: `sandbank config show`)" if configured else ""
+    )
     cls = load_provider(name)
     try:
         inspect.signature(cls).bind(**options)
@@ -115,6 +125,11 @@ def get_provider(name: str, **options: Any) -> Provider:
         accepted = ", ".join(option_names(cls)) or "none"
         raise ConfigurationError(
             f"provider {name!r} cannot be configured with {sorted(options) or 'no options'} "
-            f"({exc}); it accepts: {accepted}"
+            f"({exc}); it accepts: {accepted}{note}"
         ) from None
-    return cls(**options)
+    try:
+        return cls(**options)
+    except ConfigurationError as exc:
+        if not note:
+            raise
+        raise ConfigurationError(f"{exc}{note}") from None

@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sandbank.cli import parse_options, run_async
+from sandbank.cli import config_default, parse_options, run_async
 from sandbank.errors import ConfigurationError
 from sandbank.providers.base import Sandbox
 from sandbank.snapshots.store import ProgressCallback, SnapshotRecord, SnapshotStore
@@ -67,9 +67,11 @@ def _store_options(fn: F) -> F:
         "--store",
         "store_url",
         envvar="SANDBANK_STORE",
+        default=config_default("store"),
         required=True,
         metavar="URL",
-        help="Store URL: a path, file://, memory://, s3://, gs://, az:// ($SANDBANK_STORE).",
+        help="Store URL: a path, file://, memory://, s3://, gs://, az:// ($SANDBANK_STORE, or "
+        "`store` in sandbank.toml).",
     )(fn)
     return fn
 
