@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from sandbank.conformance.fixtures import ConformanceFixtures
     from sandbank.conformance.lifecycle import LifecycleTests
     from sandbank.conformance.paths import PathEscapeTests
+    from sandbank.conformance.ports import PortTests
     from sandbank.conformance.suite import ProviderConformance
     from sandbank.conformance.tar import TarTests
 
@@ -39,6 +40,7 @@ __all__ = [
     "FileTests",
     "LifecycleTests",
     "PathEscapeTests",
+    "PortTests",
     "ProviderConformance",
     "TarTests",
 ]
@@ -50,6 +52,7 @@ _WHERE = {
     "FileTests": "files",
     "LifecycleTests": "lifecycle",
     "PathEscapeTests": "paths",
+    "PortTests": "ports",
     "ProviderConformance": "suite",
     "TarTests": "tar",
 }

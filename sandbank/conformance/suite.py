@@ -7,6 +7,7 @@ from .commands import ExecTests
 from .files import FileTests
 from .lifecycle import LifecycleTests
 from .paths import PathEscapeTests
+from .ports import PortTests
 from .tar import TarTests
 
 __all__ = ["ProviderConformance"]
@@ -14,7 +15,7 @@ __all__ = ["ProviderConformance"]
 
 # pytest collects base classes last-listed first: this order runs lifecycle tests first.
 class ProviderConformance(
-    CapabilityTests, TarTests, PathEscapeTests, FileTests, ExecTests, LifecycleTests
+    PortTests, CapabilityTests, TarTests, PathEscapeTests, FileTests, ExecTests, LifecycleTests
 ):
     """Every behaviour of a sandbank provider, one pytest item each.
 

@@ -71,6 +71,8 @@ class Capabilities:
     files; ``resume()`` starts it again (waking without a restore)."""
     native_snapshot: bool = False
     ports: bool = False
+    """``port_url(port)`` reaches a server listening on a port of ``manifest.ports``; without
+    it a manifest with ports is refused."""
     pty: bool = False
     network_policy: bool = False
     """``manifest.network`` is enforced: ``False`` leaves a sandbox without outbound network.
@@ -311,6 +313,21 @@ class Sandbox(ABC):
             return await self._exec(request, OutputCollector(self.output_limit, on_output))
         return await _redacted_exec(self, request, on_output, redactor)
 
+    async def port_url(self, port: int) -> str:
+        """The URL (``http://host:port``) where a server on ``port`` in the sandbox answers.
+
+        Needs the ``ports`` capability and ``port`` in ``manifest.ports``. Ask again after
+        ``resume()``: the host side of the port may change.
+        """
+        self._ensure_open()
+        self.provider.require("ports")
+        if port not in self.manifest.ports:
+            raise ConfigurationError(
+                f"port {port!r} is not published: manifest.ports is {self.manifest.ports}; "
+                f"add it to manifest.ports when creating the sandbox"
+            )
+        return await self._port_url(port)
+
     # -- files ------------------------------------------------------------------------------
 
     async def read_file(self, path: str) -> bytes:
@@ -518,6 +535,11 @@ class Sandbox(ABC):
     async def _close(self) -> None:
         """Release client resources held by this handle (not the sandbox). Called once."""
 
+    async def _port_url(self, port: int) -> str:
+        """The URL that reaches ``port`` (one of ``manifest.ports``) in the sandbox (declare
+        the ``ports`` capability)."""
+        raise NotSupported(self.provider.name, "ports")
+
     async def _pause(self) -> None:
         """Freeze every process (declare the ``pause`` capability)."""
         raise NotSupported(self.provider.name, "pause")
@@ -574,7 +596,8 @@ class Provider(ABC):
 
         Call it first in ``create``. It refuses, from ``capabilities``: resources without
         ``resource_limits``, ``network=False`` (the default) without ``network_policy``, an
-        image for this provider without ``image``, a user without ``user``.
+        image for this provider without ``image``, ports without ``ports``, a user without
+        ``user``.
         """
         manifest = Manifest.parse(manifest)
         caps = self.capabilities
@@ -601,6 +624,13 @@ class Provider(ABC):
                 "image",
                 f"the manifest names image {image!r}, but this provider has no images; "
                 f"remove manifest.image, or give it as a hint for the providers that use it",
+            )
+        if manifest.ports and not caps.ports:
+            raise NotSupported(
+                self.name,
+                "ports",
+                f"the manifest asks for ports {manifest.ports}, which this provider cannot "
+                f"publish; remove manifest.ports or use a provider that declares ports",
             )
         if manifest.user is not None and not caps.user:
             raise NotSupported(

@@ -1083,6 +1083,17 @@ class DockerSandbox(Sandbox):
 
     # -- lifecycle --------------------------------------------------------------------------
 
+    async def _port_url(self, port: int) -> str:
+        with self._errors():
+            state = await asyncio.to_thread(self._api.inspect_container, self.container_id)
+        bound = (state["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp") or []
+        if not bound:
+            raise ProviderError(
+                f"port {port} of docker sandbox {self.id!r} is not published now (the "
+                f"container is {state['State'].get('Status')}); resume() the sandbox first"
+            )
+        return f"http://127.0.0.1:{bound[0]['HostPort']}"
+
     async def _status(self) -> SandboxStatus:
         try:
             with self._errors():
@@ -1225,6 +1236,7 @@ class DockerProvider(Provider):
         return Capabilities(
             pause=True,
             stop=True,
+            ports=True,
             network_policy=True,
             resource_limits=True,
             image=True,
@@ -1269,6 +1281,11 @@ class DockerProvider(Provider):
 
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> DockerSandbox:
         manifest = self.validate_manifest(manifest)
+        if manifest.ports and not manifest.network:
+            raise ConfigurationError(
+                f"manifest.ports {manifest.ports} need network=True on docker: the engine "
+                f"publishes ports only from a container on a network; set network=True"
+            )
         image = manifest.image.for_provider("docker", self.image) or self.image
         api = await self._api()
         sandbox_id = f"{NAME_PREFIX}{uuid.uuid4().hex[:12]}"
@@ -1288,6 +1305,8 @@ class DockerProvider(Provider):
             mem_limit=limits.memory,
             memswap_limit=limits.memory,  # the same value: no swap beyond the limit
             pids_limit=limits.pids,
+            # Published on the host's loopback only, each on a free port the engine picks.
+            port_bindings={port: ("127.0.0.1",) for port in manifest.ports} or None,
         )
         with docker_errors(image=image):
             created = await asyncio.to_thread(
@@ -1298,6 +1317,7 @@ class DockerProvider(Provider):
                 labels=labels,
                 working_dir=WORKSPACE,
                 environment=manifest.env,
+                ports=manifest.ports or None,
                 user=manifest.user,
                 host_config=host_config,
             )

@@ -153,6 +153,10 @@ class LocalSandbox(HostDirSandbox):
         )
         return argv, None
 
+    async def _port_url(self, port: int) -> str:
+        # The sandbox shares the host's network (ports need network=True): same port.
+        return f"http://127.0.0.1:{port}"
+
     async def _exec(self, request: ExecRequest, output: OutputCollector) -> ExecResult:
         await self.provider.check()
         await self.host_cwd(request.cwd)
@@ -205,7 +209,7 @@ class LocalProvider(Provider):
     def capabilities(self) -> Capabilities:
         confined = self.isolation_mode != "none"
         return Capabilities(
-            host_path=True, network_policy=confined, user=confined, durable_exec=True
+            host_path=True, network_policy=confined, user=confined, durable_exec=True, ports=True
         )
 
     @property
@@ -315,6 +319,12 @@ class LocalProvider(Provider):
         manifest = self.validate_manifest(manifest)
         if self.isolation_mode == "bubblewrap":
             user_ids(manifest.user)
+            if manifest.ports and not manifest.network:
+                raise ConfigurationError(
+                    f"manifest.ports {manifest.ports} need network=True on the local provider: "
+                    f"a sandbox without network has no port the host can reach; set "
+                    f"network=True (the sandbox then shares the host's network and its ports)"
+                )
         await self.check()
         sandbox_id = f"lcl-{secrets.token_hex(6)}"
         record = await asyncio.to_thread(self._create_sync, sandbox_id, manifest)
