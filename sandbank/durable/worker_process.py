@@ -1,7 +1,7 @@
 """A ``sandbank worker`` in a process of its own, for the demo and the benchmark.
 
 It runs in its own process group, so ``kill()`` is a real crash (SIGKILL) and ``stop()``
-leaves nothing behind.
+leaves nothing behind; it dies with the process that started it, even after a SIGKILL.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sandbank._process import die_with_parent
 
 __all__ = ["WorkerProcess"]
 
@@ -43,7 +45,7 @@ class WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=die_with_parent(),
             )  # fmt: skip
 
     async def ready(self, timeout: float = 90.0) -> None:
