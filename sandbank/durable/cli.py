@@ -17,13 +17,16 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 import platformdirs
 from rich.table import Table
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -38,6 +41,9 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for a Temporal server to answer a new connection."""
+_CONNECT_DELTA = timedelta(seconds=CONNECT_TIMEOUT)
+WORKER_HINT_AFTER = 2.0
+"""Seconds a session call may take before the CLI checks that a worker is there."""
 
 _address = click.option(
     "--address", envvar="SANDBANK_TEMPORAL_ADDRESS", default="localhost:7233", show_default=True
@@ -61,6 +67,10 @@ class SessionNotFound(ConfigurationError):
     """No session with this id on this server, namespace and task queue."""
 
 
+class NamespaceNotFound(ConfigurationError):
+    """The Temporal server has no such namespace."""
+
+
 class SessionEnded(ConfigurationError):
     """The session's workflow has completed (stopped); it takes no more requests."""
 
@@ -79,6 +89,8 @@ async def _temporal_errors(address: str, session_id: str | None = None) -> Any:
         yield
     except RPCError as exc:
         message = exc.message or str(exc)
+        if session_id is None:
+            raise SandbankError(f"Temporal at {address} refused the call: {message}") from exc
         if exc.status == RPCStatusCode.NOT_FOUND and "already completed" in message:
             raise SessionEnded(
                 f"session {session_id!r} has ended (stopped); `sandbank session show "
@@ -131,10 +143,20 @@ async def _connect(
     global _connected
     _connected = True
     try:
-        return await asyncio.wait_for(
+        client = await asyncio.wait_for(
             Client.connect(address, namespace=namespace, tls=tls, api_key=api_key),
             CONNECT_TIMEOUT,
         )
+        request = DescribeNamespaceRequest(namespace=namespace)
+        await client.workflow_service.describe_namespace(request, timeout=_CONNECT_DELTA)
+        return client
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            raise _unreachable(address, exc.message) from None
+        raise NamespaceNotFound(
+            f"no namespace {namespace!r} at {address}; pass --namespace (or set "
+            "SANDBANK_TEMPORAL_NAMESPACE); `sandbank dev` serves 'default'"
+        ) from None
     except TimeoutError:
         raise _unreachable(address, f"no answer in {CONNECT_TIMEOUT:.0f} s") from None
     except RuntimeError as exc:  # the SDK's "Failed client connect: ..."
@@ -354,9 +376,27 @@ def manager_call(ctx: click.Context, call: Callable[[Any], Awaitable[Any]]) -> A
     async def main() -> Any:
         client = await _connect(address, ctx.obj["namespace"])
         async with _temporal_errors(address, ctx.params.get("session_id")):
-            return await call(SessionManager(client, ctx.obj["task_queue"]))
+            work = asyncio.ensure_future(call(SessionManager(client, ctx.obj["task_queue"])))
+            if not (await asyncio.wait({work}, timeout=WORKER_HINT_AFTER))[0]:
+                await _warn_without_worker(client, ctx.obj["task_queue"])
+            return await work
 
     return _run(main())
+
+
+async def _warn_without_worker(client: Client, task_queue: str) -> None:
+    """Say so on stderr when no worker polls the sessions' task queue: calls wait for one."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    if not (await client.workflow_service.describe_task_queue(request)).pollers:
+        err_console.print(
+            f"warning: no worker polls task queue {task_queue!r}; this waits for one "
+            "(start `sandbank dev`, or `sandbank worker --task-queue ...`; Ctrl-C gives up)",
+            highlight=False,
+        )
 
 
 @session_group.command("start")

@@ -29,14 +29,19 @@ class Run:
         return json.loads(self.out)
 
 
-async def sandbank(*args: str, columns: int = 200) -> Run:
+async def spawn(*args: str, columns: int = 200) -> asyncio.subprocess.Process:
     """``python -m sandbank ARGS`` in its own process (the worker keeps serving meanwhile)."""
     env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(REPO)}
-    proc = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sandbank", *args, cwd=REPO, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+async def sandbank(*args: str, columns: int = 200) -> Run:
+    """Run ``python -m sandbank ARGS`` to its end."""
+    proc = await spawn(*args, columns=columns)
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return Run(proc.returncode, out.decode(), err.decode())
@@ -183,3 +188,27 @@ async def test_an_unreachable_server_is_one_line(args: list[str]) -> None:
     address = f"127.0.0.1:{port}"
     run = await sandbank(*args[:1], "--address", address, *args[1:])
     one_line_error(run, f"cannot reach Temporal at {address}", "sandbank dev")
+
+
+@pytest.mark.parametrize("args", [["session", "ls"], ["worker"]], ids=" ".join)
+async def test_an_unknown_namespace_is_one_line(temporal_address: str, args: list[str]) -> None:
+    run = await sandbank(*args[:1], "--address", temporal_address, "--namespace", "nope",
+                         *args[1:])  # fmt: skip
+    one_line_error(run, f"no namespace 'nope' at {temporal_address}", "--namespace")
+
+
+async def test_without_a_worker_a_call_says_it_waits(temporal_address, task_queue, client) -> None:
+    from sandbank.durable.manager import SessionManager
+
+    sid = await SessionManager(client, task_queue).start("local")
+    proc = await spawn("session", "--address", temporal_address, "--task-queue", task_queue,
+                       "send", sid, "true")  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        assert f"warning: no worker polls task queue {task_queue!r}" in line, line
+        assert proc.returncode is None  # still waiting for a worker, as a durable call does
+    finally:
+        proc.kill()
+        await proc.wait()
+        await client.get_workflow_handle(sid).terminate()
