@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from sandbank._process import stop_signals_interrupt
 from sandbank.cli import console, err_console, json_flag, parse_options, run_async
 from sandbank.durable.worker import DEFAULT_TASK_QUEUE, build_worker
-from sandbank.errors import ConfigurationError, SandbankError
+from sandbank.errors import ConfigurationError, ManifestError, SandbankError
 
 __all__ = ["dev_command", "session_group", "worker_command"]
 
@@ -399,6 +399,17 @@ async def _warn_without_worker(client: Client, task_queue: str) -> None:
         )
 
 
+def _read_manifest(path: str) -> Any:
+    """The manifest in a JSON or TOML file (an invalid one is a one-line error, exit 2)."""
+    from sandbank.manifest import Manifest
+
+    text = Path(path).read_text()
+    try:
+        return Manifest.from_toml(text) if path.endswith(".toml") else Manifest.from_json(text)
+    except ManifestError as exc:
+        raise ManifestError(f"{path}: {exc}") from None
+
+
 @session_group.command("start")
 @click.option("--provider", default="local", show_default=True)
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None)
@@ -427,13 +438,7 @@ def start_cmd(
     """Start a session; prints its id. Idle, its sandbox is paused after --pause-after,
     stopped after --release-after and destroyed after --destroy-after (each where the
     provider can; a checkpoint is taken before it stops)."""
-    from sandbank.manifest import Manifest
-
-    parsed = None
-    if manifest:
-        text = Path(manifest).read_text()
-        toml = manifest.endswith(".toml")
-        parsed = Manifest.from_toml(text) if toml else Manifest.from_json(text)
+    parsed = _run(asyncio.to_thread(_read_manifest, manifest)) if manifest else None
     session_id = manager_call(
         ctx,
         lambda m: m.start(

@@ -212,3 +212,22 @@ async def test_without_a_worker_a_call_says_it_waits(temporal_address, task_queu
         proc.kill()
         await proc.wait()
         await client.get_workflow_handle(sid).terminate()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("m.json", '{"resources": {"cpu": "lots"}}', "resources.cpu"),
+        ("m.json", "{not json", "Invalid JSON"),
+        ("m.toml", "[resources\ncpu = 1", "not valid TOML"),
+    ],
+)
+async def test_a_bad_manifest_is_one_line_before_any_server_call(
+    tmp_path, name: str, text: str, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    (port,) = free_ports(1)  # nothing listens: the manifest is checked first
+    run = await sandbank("session", "--address", f"127.0.0.1:{port}", "start", "--manifest",
+                         str(path))  # fmt: skip
+    one_line_error(run, str(path), says)
