@@ -159,9 +159,11 @@ async def _connect(
         ) from None
     except TimeoutError:
         raise _unreachable(address, f"no answer in {CONNECT_TIMEOUT:.0f} s") from None
-    except RuntimeError as exc:  # the SDK's "Failed client connect: ..."
-        found = re.search(r'message: "([^"]+)"', str(exc))
-        raise _unreachable(address, found.group(1) if found else str(exc)) from None
+    except ValueError as exc:
+        raise ConfigurationError(f"--address {address!r} is not HOST:PORT ({exc})") from None
+    except RuntimeError as exc:  # the SDK's "Failed client connect: ...", Rust's own words
+        found = re.findall(r'(?:message|error): "([^"]+)"', str(exc))
+        raise _unreachable(address, found[-1] if found else str(exc)) from None
 
 
 def _run(coro: Any) -> Any:
@@ -199,8 +201,8 @@ def table(*columns: str, rows: Iterable[Sequence[str]] = (), title: str | None =
     if rows:
 
         def longest_word(i: int) -> int:
-            return max(len(word) for text in [columns[i], *(r[i] for r in rows)] for word in
-                       text.split() or [""])  # fmt: skip
+            texts = [columns[i], *(row[i] for row in rows)]
+            return max((len(word) for text in texts for word in text.split()), default=1)
 
         room = console.width - 3 * len(columns) - 1 - sum(map(longest_word, range(1, len(columns))))
         out.columns[0].min_width = max(1, min(max(len(row[0]) for row in rows), room))
@@ -212,10 +214,10 @@ def _ago(ts: float) -> str:
     if not ts:
         return "-"
     seconds = max(0.0, time.time() - ts)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size or unit == "s":
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
             return f"{seconds // size:.0f}{unit} ago"
-    raise AssertionError("unreachable")
+    return f"{seconds:.0f}s ago"
 
 
 def _when(ts: float) -> str:

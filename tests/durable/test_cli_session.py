@@ -181,13 +181,25 @@ async def test_an_unknown_session_is_one_line(temporal_address: str, args: list[
 
 
 @pytest.mark.parametrize(
-    "args", [["session", "ls"], ["session", "send", "s", "true"], ["worker"]], ids=" ".join
+    ("args", "host"),
+    [
+        (["session", "ls"], "127.0.0.1"),
+        (["session", "send", "s", "true"], "127.0.0.1"),
+        (["worker"], "127.0.0.1"),
+        (["session", "show", "s"], "no-such-host.invalid"),
+    ],
+    ids=lambda a: " ".join(a) if isinstance(a, list) else a,
 )
-async def test_an_unreachable_server_is_one_line(args: list[str]) -> None:
+async def test_an_unreachable_server_is_one_line(args: list[str], host: str) -> None:
     (port,) = free_ports(1)
-    address = f"127.0.0.1:{port}"
+    address = f"{host}:{port}"
     run = await sandbank(*args[:1], "--address", address, *args[1:])
     one_line_error(run, f"cannot reach Temporal at {address}", "sandbank dev")
+
+
+async def test_a_malformed_address_is_one_line() -> None:
+    run = await sandbank("session", "--address", "localhost:port", "ls")
+    one_line_error(run, "--address 'localhost:port' is not HOST:PORT")
 
 
 @pytest.mark.parametrize("args", [["session", "ls"], ["worker"]], ids=" ".join)
