@@ -1,12 +1,13 @@
 """Child processes that never outlive sandbank, and stop signals that act like Ctrl-C.
 
-``ManagedProcess`` runs a service (a Temporal dev server, an object-store emulator, a
-worker) that dies with its parent even after a SIGKILL; ``stop_signals_interrupt`` makes
-SIGTERM and SIGHUP stop a command as cleanly as Ctrl-C does.
+``spawn`` starts a child that dies with this process even after a SIGKILL, and
+``ManagedProcess`` runs a service (a Temporal dev server, an object-store emulator) that way;
+``stop_signals_interrupt`` makes SIGTERM and SIGHUP stop a command as cleanly as Ctrl-C.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import ctypes
 import os
@@ -16,9 +17,9 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["STOP_SIGNALS", "ManagedProcess", "die_with_parent", "stop_signals_interrupt"]
+__all__ = ["STOP_SIGNALS", "ManagedProcess", "spawn", "stop_signals_interrupt"]
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """What a terminal, a closed terminal or a service manager sends to stop a command."""
@@ -27,13 +28,9 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that SIGKILLs the child when its parent dies (Linux; None elsewhere).
-
-    The kernel sends the signal when the *thread* that started the child ends, so start
-    long-lived children from a thread that lives as long as they should (the main thread,
-    or the event loop's). A parent that died before the child armed it kills it at once.
-    """
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that SIGKILLs the child when the thread that started it ends
+    (Linux; None elsewhere). A parent that died before the child armed it kills it at once."""
     if _prctl is None:
         return None
     prctl, parent = _prctl, os.getpid()
@@ -44,6 +41,21 @@ def die_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return arm
+
+
+_spawner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sandbank-spawn")
+"""One thread that lives as long as this process: the kernel's parent-death signal follows
+the thread that forked, so children forked here die with the process, not with a thread."""
+
+
+def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(argv, **popen)`` of a child that is SIGKILLed when this process
+    dies, even by SIGKILL (Linux; elsewhere a plain Popen)."""
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(argv, preexec_fn=_die_with_parent(), **popen)
+
+    return _spawner.submit(start).result()
 
 
 @contextlib.contextmanager
@@ -99,7 +111,7 @@ class ManagedProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log.write(f"\n=== start: {' '.join(self.argv)}\n".encode())
         self._log.flush()
-        self.popen = subprocess.Popen(
+        self.popen = spawn(
             self.argv,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -107,7 +119,6 @@ class ManagedProcess:
             cwd=self.cwd,
             env=self.env,
             start_new_session=True,
-            preexec_fn=die_with_parent(),
         )
         self._stopped = False
 

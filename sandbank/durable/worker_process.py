@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from sandbank._process import die_with_parent
+from sandbank._process import spawn
 
 __all__ = ["WorkerProcess"]
 
@@ -43,9 +43,9 @@ class WorkerProcess:
             "--identity", name,
         ]  # fmt: skip
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent(),
+                start_new_session=True,
             )  # fmt: skip
 
     async def ready(self, timeout: float = 90.0) -> None:
