@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,33 @@ def test_dev_takes_its_server_along(sig: signal.Signals, tmp_path: Path, tempora
         kill_leftovers(server)
     if sig != signal.SIGKILL:
         assert code == 0 and "stopping" in log.read_text(), log.read_text()
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]  # fmt: skip
+
+
+@pytest.mark.timeout(120)
+def test_dev_stopped_while_its_server_starts(tmp_path: Path, temporal_cli) -> None:
+    """SIGTERM as soon as the server process exists, before it is ready."""
+    (port,) = free_ports(1)
+    log = tmp_path / "dev.log"
+    server: list[int] = []
+    try:
+        with sandbank_process(
+            "dev", "--port", str(port), "--data-dir", str(tmp_path), log=log
+        ) as dev:
+            deadline = time.monotonic() + 60
+            while not server and dev.poll() is None and time.monotonic() < deadline:
+                server = children(dev.pid)
+                time.sleep(0.01)
+            assert server, log.read_text()
+            dev.send_signal(signal.SIGTERM)
+            assert dev.wait(30) == 0, log.read_text()
+        assert_gone(server, [port])
+    finally:
+        kill_leftovers(server)
 
 
 @pytest.mark.timeout(120)
