@@ -1,4 +1,4 @@
-"""sandbank._process: children die with the process (not with the thread that started them),
+"""sandbank._children: children die with the process (not with the thread that started them),
 and SIGTERM and SIGHUP act like Ctrl-C."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sandbank._process import spawn, stop_signals_interrupt
+from sandbank._children import spawn, stop_signals_interrupt
 from tests.processes import REPO, alive, assert_gone
 
 
@@ -32,7 +32,7 @@ def test_a_child_outlives_the_thread_that_spawned_it() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
 def test_a_child_dies_with_its_process(sig: signal.Signals) -> None:
     script = (
-        "import sys, time; from sandbank._process import spawn; "
+        "import sys, time; from sandbank._children import spawn; "
         "print(spawn(['sleep', '60']).pid, flush=True); time.sleep(60)"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -30,7 +30,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Describe
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from sandbank._process import stop_signals_interrupt
+from sandbank._children import stop_signals_interrupt
 from sandbank.cli import console, err_console, json_flag, parse_options, run_async
 from sandbank.durable.worker import DEFAULT_TASK_QUEUE, build_worker
 from sandbank.errors import ConfigurationError, ManifestError, SandbankError

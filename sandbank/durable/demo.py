@@ -440,7 +440,7 @@ def run_demo(data_dir: str | None = None, *, docker: bool = True, image: str | N
 @click.option("--json", "as_json", is_flag=True, help="Also print the steps as JSON, last.")
 def demo_command(data_dir: str | None, docker: bool, image: str | None, as_json: bool) -> None:
     """A durable session end to end: turns, a killed worker, fork, migration, sleep, wake."""
-    from sandbank._process import stop_signals_interrupt
+    from sandbank._children import stop_signals_interrupt
     from sandbank.testing.services import ServiceUnavailable
 
     try:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from sandbank._process import spawn
+from sandbank._children import spawn
 
 __all__ = ["WorkerProcess"]
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sandbank._process import ManagedProcess, stop_signals_interrupt
+from sandbank._children import ManagedProcess, stop_signals_interrupt
 
 __all__ = [
     "AZURITE_ACCOUNT_KEY",
