@@ -149,6 +149,8 @@ class VerifyProblem:
     detail: str
     snapshots: list[str]
     """Ids of the snapshots this problem damages."""
+    repairable: bool = False
+    """``verify(repair=True)`` fixes it (an index rebuilt from the copy its pack holds)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class VerifyReport:
     bytes: int
     problems: list[VerifyProblem]
     seconds: float
+    repaired: list[VerifyProblem] = field(default_factory=list)
+    """What ``verify(repair=True)`` fixed (the detail says how); ``problems`` is what is left."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,9 @@ class GcReport:
     too_young: int
     """Unreferenced packs kept because they are younger than the grace period."""
     seconds: float
+    unindexed_kept: int = 0
+    """Packs kept although no index describes them, because a snapshot may need them (their
+    index was lost or damaged: ``verify(repair=True)`` rebuilds it)."""
 
 
 class _Reporter:

@@ -23,6 +23,7 @@ from sandbank.snapshots._format import (
     KIND_CHUNK,
     KIND_TREE,
     PACK_TARGET,
+    TRAILER_SIZE,
     BlobLoc,
     Codec,
     Node,
@@ -30,10 +31,16 @@ from sandbank.snapshots._format import (
     decode_tree,
     encode_index,
     new_pack_id,
+    pack_trailer,
+    trailer_length,
 )
 from sandbank.snapshots.errors import CorruptObject, MissingObject, StoreUnavailable
 
 log = logging.getLogger("sandbank.snapshots")
+
+NO_EMBEDDED_INDEX = (
+    "it does not end with a copy of its index (written before packs carried one, or cut short)"
+)
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -116,22 +123,42 @@ class Repo:
                         raise value
                     raw[pack] = value
             for pack, data in raw.items():
-                name = f"index/{pack}"
                 try:
-                    entries = decode_index(self.codec.open_meta(data, name), pack, name)
+                    entries = self.open_index(pack, data)
                 except CorruptObject:
                     cached = self._cache_file("index", pack)
                     if pack not in fetch and cached is not None:
                         # A damaged cache entry: fetch the real one.
                         cached.unlink(missing_ok=True)
-                        data = self.backend.get(name)
-                        entries = decode_index(self.codec.open_meta(data, name), pack, name)
+                        data = self.backend.get(f"index/{pack}")
+                        entries = self.open_index(pack, data)
                     else:
                         raise
                 self.index.add_pack(pack, entries)
                 if pack in fetch:
                     self._cache_write(("index", pack), data)
             return self.index
+
+    def open_index(self, pack: str, data: bytes) -> list[tuple[bytes, BlobLoc]]:
+        """The entries of an index object (``index/<pack>`` or a pack's embedded copy)."""
+        name = f"index/{pack}"
+        return decode_index(self.codec.open_meta(data, name), pack, name)
+
+    def embedded_index(self, pack: str, size: int) -> tuple[bytes, list[tuple[bytes, BlobLoc]]]:
+        """The copy of its index a pack of ``size`` bytes ends with: (index object, entries).
+
+        Two small range reads. CorruptObject names the pack when it has no intact copy.
+        """
+        name = f"packs/{pack}"
+        tail = self.backend.get_range(name, max(0, size - TRAILER_SIZE), size)
+        length = trailer_length(tail)
+        if length is None or length > size - TRAILER_SIZE:
+            raise CorruptObject(name, NO_EMBEDDED_INDEX)
+        data = self.backend.get_range(name, size - TRAILER_SIZE - length, size - TRAILER_SIZE)
+        try:
+            return data, self.open_index(pack, data)
+        except CorruptObject as exc:
+            raise CorruptObject(name, f"its copy of the index is damaged ({exc.detail})") from None
 
     def _cache_write(self, parts: tuple[str, ...], data: bytes) -> None:
         path = self._cache_file(*parts)
@@ -366,13 +393,13 @@ class PackWriter:
             self._submit(*full)
         return True
 
-    def _rotate(self) -> tuple[str, bytes, list[tuple[bytes, int, int, int, int, int]]]:
-        pack, buf, entries = new_pack_id(), bytes(self._buf), self._entries
+    def _rotate(self) -> tuple[str, bytearray, list[tuple[bytes, int, int, int, int, int]]]:
+        pack, buf, entries = new_pack_id(), self._buf, self._entries
         self._buf, self._entries = bytearray(), []
         return pack, buf, entries
 
     def _submit(
-        self, pack: str, buf: bytes, entries: list[tuple[bytes, int, int, int, int, int]]
+        self, pack: str, buf: bytearray, entries: list[tuple[bytes, int, int, int, int, int]]
     ) -> None:
         self._slots.acquire()
         future = self._pool.submit(self._upload, pack, buf, entries)
@@ -381,11 +408,12 @@ class PackWriter:
             self._futures.append(future)
 
     def _upload(
-        self, pack: str, buf: bytes, entries: list[tuple[bytes, int, int, int, int, int]]
+        self, pack: str, buf: bytearray, entries: list[tuple[bytes, int, int, int, int, int]]
     ) -> None:
         backend, codec = self.repo.backend, self.repo.codec
-        backend.put(f"packs/{pack}", buf)
         index = codec.seal_meta(encode_index(entries), f"index/{pack}")
+        buf += pack_trailer(index)  # the pack describes itself: a lost index can be rebuilt
+        backend.put(f"packs/{pack}", bytes(buf))
         backend.put(f"index/{pack}", index)
         self.repo._cache_write(("index", pack), index)
         with self._stats_lock:
