@@ -11,15 +11,24 @@ from pathlib import Path
 import pytest
 
 
-def sandbank(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def sandbank(
+    *args: str, stdin: str | None = None, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandbank", *args],
         capture_output=True,
         text=True,
         input=stdin,
         timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": str(columns)},
     )
+
+
+def column(table: str, n: int) -> str:
+    """The text of column ``n`` of a boxed rich table, its folded lines joined."""
+    assert "…" not in table  # nothing is cut with an ellipsis
+    rows = [line.split("│")[1:-1] for line in table.splitlines() if line.startswith("│")]
+    return "".join(cells[n].strip() for cells in rows)
 
 
 @pytest.fixture
@@ -41,6 +50,14 @@ def test_providers_table() -> None:
     out = sandbank("providers")
     assert out.returncode == 0, out.stderr
     assert "local" in out.stdout and "isolation" in out.stdout
+
+
+def test_providers_table_folds_in_a_narrow_terminal() -> None:
+    names = [row["name"] for row in json.loads(sandbank("providers", "--json").stdout)]
+    out = sandbank("providers", columns=40)
+    assert out.returncode == 0, out.stderr
+    assert max(len(line) for line in out.stdout.splitlines()) <= 40
+    assert column(out.stdout, 0) == "".join(names)
 
 
 def test_run_streams_output_and_passes_the_exit_code(state: str) -> None:
@@ -94,6 +111,23 @@ async def test_sandbox_ls_exec_rm(tmp_path: Path, state: str) -> None:
     missing = sandbank("sandbox", "exec", "-p", "local", "-o", state, box.id, "--", "true")
     assert missing.returncode == 2
     assert "not found" in missing.stderr
+
+
+async def test_sandbox_ls_folds_ids_in_a_narrow_terminal(tmp_path: Path, state: str) -> None:
+    """An id must be copyable into `sandbox rm` at any width: folded, never cut."""
+    from sandbank import get_provider
+
+    provider = get_provider("local", state_dir=str(tmp_path / "state"))
+    box = await provider.create()
+    await box.aclose()
+    try:
+        out = sandbank("sandbox", "ls", "-p", "local", "-o", state, columns=40)
+        assert out.returncode == 0, out.stderr
+        assert max(len(line) for line in out.stdout.splitlines()) <= 40
+        assert len(box.id) > 8 and column(out.stdout, 0) == box.id
+        assert column(out.stdout, 1) == "local"
+    finally:
+        await provider.destroy(box.id)
 
 
 def test_docker_run_with_image(docker_image: str) -> None:
