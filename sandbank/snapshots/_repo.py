@@ -81,6 +81,8 @@ class Repo:
         self.config = config
         self.cache_dir = cache_dir
         self.index = Index()
+        self.damaged_indexes: dict[str, str] = {}
+        """Packs whose index object fails its check, and why (left out of ``index``)."""
         self._index_lock = threading.Lock()
         self._trees: dict[bytes, list[Node]] = {}
         self._plain: dict[bytes, bytes] = {}
@@ -123,21 +125,41 @@ class Repo:
                         raise value
                     raw[pack] = value
             for pack, data in raw.items():
-                try:
-                    entries = self.open_index(pack, data)
-                except CorruptObject:
-                    cached = self._cache_file("index", pack)
-                    if pack not in fetch and cached is not None:
-                        # A damaged cache entry: fetch the real one.
-                        cached.unlink(missing_ok=True)
-                        data = self.backend.get(f"index/{pack}")
-                        entries = self.open_index(pack, data)
-                    else:
-                        raise
-                self.index.add_pack(pack, entries)
-                if pack in fetch:
-                    self._cache_write(("index", pack), data)
+                entries = self._read_index(pack, data, from_cache=pack not in fetch)
+                if entries is not None:
+                    self.index.add_pack(pack, entries)
+            for pack in set(self.damaged_indexes) - names:
+                del self.damaged_indexes[pack]
             return self.index
+
+    def _read_index(
+        self, pack: str, data: bytes, from_cache: bool
+    ) -> list[tuple[bytes, BlobLoc]] | None:
+        """An index's entries; None (noted in ``damaged_indexes``) when the store's is damaged.
+
+        A damaged index leaves the rest of the store usable: its blobs are missing until
+        ``verify(repair=True)`` rebuilds it, and gc keeps its pack.
+        """
+        name = f"index/{pack}"
+        try:
+            entries = self.open_index(pack, data)
+        except CorruptObject as exc:
+            if from_cache:  # a damaged cache entry: read the real one
+                cached = self._cache_file("index", pack)
+                if cached is not None:
+                    cached.unlink(missing_ok=True)
+                try:
+                    return self._read_index(pack, self.backend.get(name), from_cache=False)
+                except MissingObject:
+                    return None  # deleted by gc meanwhile
+            if pack not in self.damaged_indexes:
+                log.warning("%s is damaged (%s): run `sandbank snapshot verify`", name, exc.detail)
+            self.damaged_indexes[pack] = exc.detail
+            return None
+        self.damaged_indexes.pop(pack, None)
+        if not from_cache:
+            self._cache_write(("index", pack), data)
+        return entries
 
     def open_index(self, pack: str, data: bytes) -> list[tuple[bytes, BlobLoc]]:
         """The entries of an index object (``index/<pack>`` or a pack's embedded copy)."""
@@ -197,9 +219,11 @@ class Repo:
     def loc(self, blob_id: bytes) -> BlobLoc:
         loc = self.index.blobs.get(blob_id)
         if loc is None:
-            raise MissingObject(
-                f"blob {blob_id.hex()}", "no pack index lists it (its pack was deleted or lost)"
-            )
+            why = "its pack was deleted or lost"
+            if self.damaged_indexes:
+                pack, detail = next(iter(sorted(self.damaged_indexes.items())))
+                why = f"it may be in packs/{pack}, whose index is damaged ({detail})"
+            raise MissingObject(f"blob {blob_id.hex()}", f"no pack index lists it ({why})")
         return loc
 
     def read_stored(self, loc: BlobLoc) -> bytes:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbank.snapshots import CorruptObject, MissingObject, SnapshotStore
+from sandbank.snapshots import MissingObject, SnapshotStore
 from sandbank.snapshots._format import TRAILER_SIZE, split_pack
 
 from .conftest import store_path, tree_state
@@ -80,24 +80,33 @@ async def test_a_missing_index_is_named_with_its_pack_and_rebuilt(
 async def test_a_corrupt_index_is_named_and_rebuilt(
     file_store: SnapshotStore, tmp_path: Path
 ) -> None:
+    """A damaged index blocks only the snapshots that need its pack, until it is rebuilt."""
     ws = _workspace(tmp_path / "ws")
-    rec = await file_store.snapshot(ws)
-    (pack,) = _objects(file_store, "packs")
+    first = await file_store.snapshot(ws)
+    want_first = tree_state(ws)
+    (ws / "new.bin").write_bytes(os.urandom(50_000))
+    second = await file_store.snapshot(ws, parent=first.id)
+    pack = _objects(file_store, "packs")[-1]  # written by `second` only
     index = store_path(file_store) / "index" / pack
     data = bytearray(index.read_bytes())
     data[len(data) // 2] ^= 0xFF
     index.write_bytes(bytes(data))
     fresh = await _reopen(file_store)
-    with pytest.raises(CorruptObject, match=f"index/{pack}"):
-        await fresh.restore(rec.id, tmp_path / "out")
+    await fresh.restore(first.id, tmp_path / "first")  # the rest of the store still works
+    assert tree_state(tmp_path / "first") == want_first
+    with pytest.raises(MissingObject, match=f"packs/{pack}, whose index is damaged"):
+        await fresh.restore(second.id, tmp_path / "out")
+    with pytest.raises(MissingObject, match="whose index is damaged"):
+        await fresh.gc(grace_seconds=0)  # it cannot read the snapshot's tree: it deletes nothing
+    assert pack in _objects(fresh, "packs")
     (problem,) = (await fresh.verify()).problems
     assert problem.object == f"index/{pack}" and problem.repairable
     assert "is damaged (checksum mismatch" in problem.detail
-    assert problem.snapshots == [rec.id]
+    assert problem.snapshots == [second.id]
 
     report = await fresh.verify(repair=True)
     assert report.ok and [p.object for p in report.repaired] == [f"index/{pack}"]
-    await fresh.restore(rec.id, tmp_path / "out")
+    await fresh.restore(second.id, tmp_path / "out")
     assert tree_state(tmp_path / "out") == tree_state(ws)
     await fresh.aclose()
 
