@@ -165,8 +165,9 @@ class _Maintenance(_StoreBase):
         """Re-read and re-hash every object (or those of ``snapshot_ids``); report problems.
 
         With ``repair``, a pack index that is missing or damaged is rebuilt from the copy its
-        pack carries when the pack is intact (``VerifyReport.repaired``); what cannot be
-        repaired stays in ``problems``. Nothing else is ever written or deleted.
+        pack carries when the pack is intact, and a damaged index whose pack is gone is
+        deleted (``VerifyReport.repaired``); what cannot be repaired stays in ``problems``.
+        Nothing else is ever written or deleted.
         """
         wanted = None
         if snapshot_ids is not None:
@@ -272,10 +273,9 @@ class _Maintenance(_StoreBase):
                         obj, f"{what}; it cannot be rebuilt: packs/{pack} is damaged", affected
                     )
                 elif repair:
-                    backend.put(obj, embedded[pack])
-                    repo._cache_write(("index", pack), embedded[pack])
+                    repo.put_index(pack, embedded[pack])
                     done = f"{what}: rebuilt from packs/{pack} ({count} blobs)"
-                    log.warning("verify: %s %s", obj, done)
+                    log.info("verify: %s %s", obj, done)
                     repaired.append(VerifyProblem(obj, done, affected))
                 else:
                     found.add(
@@ -285,8 +285,19 @@ class _Maintenance(_StoreBase):
                         affected,
                         repairable=True,
                     )
-            elif pack not in sizes:
-                found.add(obj, f"{what}, and packs/{pack} is gone too")
+            elif pack not in sizes:  # damaged, describing a pack that is gone: nothing to keep
+                if repair:
+                    backend.delete(obj)
+                    repaired.append(
+                        VerifyProblem(obj, f"{what} and packs/{pack} is gone: deleted", [])
+                    )
+                else:
+                    found.add(
+                        obj,
+                        f"{what}, and packs/{pack} is gone too: `sandbank snapshot verify "
+                        f"--repair` deletes it",
+                        repairable=True,
+                    )
             elif pack in damaged:
                 found.add(obj, f"{what}; it cannot be rebuilt: packs/{pack}: {blind[pack]}")
             elif lost:

@@ -161,6 +161,11 @@ class Repo:
             self._cache_write(("index", pack), data)
         return entries
 
+    def put_index(self, pack: str, data: bytes) -> None:
+        """Write ``index/<pack>`` (and its host cache copy)."""
+        self.backend.put(f"index/{pack}", data)
+        self._cache_write(("index", pack), data)
+
     def open_index(self, pack: str, data: bytes) -> list[tuple[bytes, BlobLoc]]:
         """The entries of an index object (``index/<pack>`` or a pack's embedded copy)."""
         name = f"index/{pack}"
@@ -438,8 +443,7 @@ class PackWriter:
         index = codec.seal_meta(encode_index(entries), f"index/{pack}")
         buf += pack_trailer(index)  # the pack describes itself: a lost index can be rebuilt
         backend.put(f"packs/{pack}", bytes(buf))
-        backend.put(f"index/{pack}", index)
-        self.repo._cache_write(("index", pack), index)
+        self.repo.put_index(pack, index)
         with self._stats_lock:
             self.objects += 2
             self.bytes += len(buf) + len(index)

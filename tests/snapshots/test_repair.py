@@ -262,3 +262,25 @@ async def test_repair_of_an_encrypted_store(tmp_path: Path) -> None:
     await store.restore(rec.id, tmp_path / "out")
     assert tree_state(tmp_path / "out") == tree_state(ws)
     await store.aclose()
+
+
+async def test_repair_deletes_a_damaged_index_whose_pack_is_gone(
+    file_store: SnapshotStore, tmp_path: Path
+) -> None:
+    rec = await file_store.snapshot(_workspace(tmp_path / "ws"))
+    (pack,) = _objects(file_store, "packs")
+    (store_path(file_store) / "packs" / pack).unlink()
+    (store_path(file_store) / "index" / pack).write_bytes(b"SBP1 garbage")
+    fresh = await _reopen(file_store)
+    report = await fresh.verify()
+    index = next(p for p in report.problems if p.object == f"index/{pack}")
+    assert "is gone too" in index.detail and index.repairable
+    repaired = await fresh.verify(repair=True)
+    assert [p.object for p in repaired.repaired] == [f"index/{pack}"]
+    assert "deleted" in repaired.repaired[0].detail
+    assert _objects(fresh, "index") == []
+    # the data is lost all the same: what is left are the blobs, with the snapshot they damage
+    assert repaired.problems and all(p.object.startswith("blob ") for p in repaired.problems)
+    assert {s for p in repaired.problems for s in p.snapshots} == {rec.id}
+    assert not any(p.repairable for p in repaired.problems)
+    await fresh.aclose()
