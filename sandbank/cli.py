@@ -75,7 +75,11 @@ def print_table(table: Table, to: Console | None = None, whole: Sequence[str] = 
     for column in columns:
         column.overflow = "fold"
         column.no_wrap = False
-    natural = [max(cell_len(str(c)) for c in [col.header, *col.cells]) for col in columns]
+    heads = table.show_header
+    natural = [
+        max([cell_len(str(c)) for c in col.cells] + [cell_len(str(col.header)) if heads else 1])
+        for col in columns
+    ]
     measured = Measurement.get(out, out.options.update_width(1 << 20), table).maximum
     room = out.width - (measured - sum(natural))  # less borders and padding
     keep = [column.header in whole for column in columns]

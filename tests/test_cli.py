@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -135,3 +136,22 @@ def test_docker_run_with_image(docker_image: str) -> None:
         "run", "-p", "docker", "--image", docker_image, "--", "python3", "-c", "print(6*7)"
     )
     assert (out.returncode, out.stdout) == (0, "42\n")
+
+
+@pytest.mark.parametrize("width", [30, 40, 60, 80, 120])
+def test_print_table_never_cuts_and_keeps_ids_whole_when_there_is_room(width: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sandbank.cli import print_table
+
+    sid, path = "sb-" + "0123456789abcdef" * 2, "/a/rather/long/path/to/a/workspace/dir"
+    table = Table("id", "provider", "status", "source")
+    table.add_row(sid, "local", "running", path)
+    sink = io.StringIO()
+    print_table(table, Console(width=width, file=sink), whole=("id",))
+    text = sink.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert [column(text, n) for n in range(4)] == [sid, "local", "running", path]
+    if width >= 80:  # the others fold first: the id stays on one line
+        assert any(f"│ {sid} " in line for line in text.splitlines())
