@@ -245,11 +245,17 @@ class _Maintenance(_StoreBase):
                 snaps,
             )
 
-        def needed(pack: str) -> bool:
-            if pack in damaged:
-                return True
-            if pack in embedded:  # an index lost: only when a snapshot needs the pack
+        def reported(pack: str) -> bool:
+            """Whether a missing or damaged index is a problem of this verify."""
+            if pack in damaged and wanted is None:
+                return True  # a damaged object is always the store's problem
+            if pack in embedded:  # else an interrupted write, or one in flight
                 return bool(only_here(pack))
+            return bool(lost)  # a pack no index describes may hold the lost blobs
+
+        def needed(pack: str) -> bool:
+            if pack in embedded:
+                return reported(pack)
             return wanted is None or any(b in users for b, _ in index.packs[pack])
 
         check = [p for p in index.packs if needed(p)]
@@ -262,11 +268,11 @@ class _Maintenance(_StoreBase):
         reporter.finish()
         repaired: list[VerifyProblem] = []
         for pack in sorted(set(damaged) | set(embedded) | set(blind)):
+            if not reported(pack):
+                continue
             obj, affected = f"index/{pack}", sorted(only_here(pack))
             what = f"is damaged ({damaged[pack]})" if pack in damaged else "is missing"
             if pack in embedded:
-                if pack not in damaged and not affected:
-                    continue  # a pack no snapshot needs: an interrupted write, or one in flight
                 count = len(index.packs[pack])
                 if pack not in checked.intact:
                     found.add(
@@ -300,7 +306,7 @@ class _Maintenance(_StoreBase):
                     )
             elif pack in damaged:
                 found.add(obj, f"{what}; it cannot be rebuilt: packs/{pack}: {blind[pack]}")
-            elif lost:
+            else:
                 found.add(
                     obj,
                     f"{what}; packs/{pack} may hold the lost blobs, but it cannot be rebuilt: "

@@ -103,6 +103,9 @@ async def test_a_corrupt_index_is_named_and_rebuilt(
     assert problem.object == f"index/{pack}" and problem.repairable
     assert "is damaged (checksum mismatch" in problem.detail
     assert problem.snapshots == [second.id]
+    # one snapshot at a time (the newest checkpoint that verifies): only its own damage counts
+    assert (await fresh.verify([first.id])).ok
+    assert [p.object for p in (await fresh.verify([second.id])).problems] == [f"index/{pack}"]
 
     report = await fresh.verify(repair=True)
     assert report.ok and [p.object for p in report.repaired] == [f"index/{pack}"]
