@@ -442,15 +442,17 @@ class PackWriter:
         backend, codec = self.repo.backend, self.repo.codec
         index = codec.seal_meta(encode_index(entries), f"index/{pack}")
         buf += pack_trailer(index)  # the pack describes itself: a lost index can be rebuilt
-        backend.put(f"packs/{pack}", bytes(buf))
+        data = bytes(buf)
+        buf.clear()  # one copy of the pack in memory while it uploads
+        backend.put(f"packs/{pack}", data)
         self.repo.put_index(pack, index)
         with self._stats_lock:
             self.objects += 2
-            self.bytes += len(buf) + len(index)
+            self.bytes += len(data) + len(index)
             self.packs.append(pack)
             for blob_id, kind, flags, offset, length, raw in entries:
                 self.new[blob_id] = BlobLoc(pack, offset, length, raw, kind, flags)
-        log.debug("uploaded pack %s (%d blobs, %d bytes)", pack, len(entries), len(buf))
+        log.debug("uploaded pack %s (%d blobs, %d bytes)", pack, len(entries), len(data))
 
     def finish(self) -> None:
         """Upload the last pack and wait for every upload; raise the first failure."""
