@@ -31,7 +31,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from sandbank._children import stop_signals_interrupt
-from sandbank.cli import console, err_console, json_flag, parse_options, run_async
+from sandbank.cli import err_console, json_flag, parse_options, print_table, run_async
 from sandbank.durable.worker import DEFAULT_TASK_QUEUE, build_worker
 from sandbank.errors import ConfigurationError, ManifestError, SandbankError
 
@@ -190,22 +190,10 @@ def print_json(obj: Any) -> None:
 
 
 def table(*columns: str, rows: Iterable[Sequence[str]] = (), title: str | None = None) -> Table:
-    """A rich table whose cells fold instead of being cut short. Its first column (ids)
-    folds only where the terminal is too narrow for it whole beside the other columns."""
-    rows = [list(row) for row in rows]
-    out = Table(title=title)
-    for column in columns:
-        out.add_column(column, overflow="fold")
+    """A rich table of ``columns`` and ``rows``, for ``print_table`` (which folds, never cuts)."""
+    out = Table(*columns, title=title)
     for row in rows:
         out.add_row(*row)
-    if rows:
-
-        def longest_word(i: int) -> int:
-            texts = [columns[i], *(row[i] for row in rows)]
-            return max((len(word) for text in texts for word in text.split()), default=1)
-
-        room = console.width - 3 * len(columns) - 1 - sum(map(longest_word, range(1, len(columns))))
-        out.columns[0].min_width = max(1, min(max(len(row[0]) for row in rows), room))
     return out
 
 
@@ -478,7 +466,10 @@ def ls_cmd(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         (i.session_id, i.name, i.provider, _state(i), str(i.turns), _ago(i.last_activity))
         for i in infos
     ]
-    console.print(table("id", "name", "provider", "state", "turns", "last activity", rows=rows))
+    print_table(
+        table("id", "name", "provider", "state", "turns", "last activity", rows=rows),
+        whole=("id",),
+    )
 
 
 def _turn_exit_code(result: Any, commands: tuple[str, ...]) -> int:
@@ -627,6 +618,6 @@ def show_cmd(ctx: click.Context, session_id: str, limit: int, as_json: bool) -> 
         return
     details = table("session", "", rows=_session_rows(info))
     details.show_header = False
-    console.print(details)
+    print_table(details, whole=("",))
     rows = [(f"{datetime.fromtimestamp(e.at):%Y-%m-%d %H:%M:%S}", e.kind, e.detail) for e in events]
-    console.print(table("at", "event", "detail", rows=rows, title="history"))
+    print_table(table("at", "event", "detail", rows=rows, title="history"), whole=("at",))
