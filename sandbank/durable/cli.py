@@ -310,3 +310,22 @@ def show_cmd(ctx: click.Context, session_id: str, limit: int) -> None:
         return {"session": asdict(info), "history": [asdict(e) for e in events]}
 
     _print(_manager_call(ctx, both))
+
+
+@session_group.command("repair")
+@click.argument("session_id")
+@click.option("--to", "to", default=None, metavar="SNAPSHOT", help="Roll back to this snapshot.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def repair_cmd(ctx: click.Context, session_id: str, to: str | None, as_json: bool) -> None:
+    """Roll a damaged session back to its newest checkpoint that verifies (or --to
+    SNAPSHOT) and say which turns that loses; it then serves turns again."""
+    result = _manager_call(ctx, lambda m: m.repair(session_id, to=to))
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+        return
+    click.echo(f"session {result.session_id}: {result.message}")
+    for damaged in result.damaged:
+        click.echo(f"  damaged {damaged.snapshot_id}: {damaged.problem}")
+    if result.checkpoint:
+        click.echo(f"  the next turn starts from checkpoint {result.checkpoint}")
