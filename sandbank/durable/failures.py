@@ -6,7 +6,6 @@ Pure code, imported by workflows (passed through), activities and the session cl
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -28,19 +27,16 @@ def _carried(value: Any) -> bool:
     return False
 
 
-@functools.cache
 def error_classes() -> dict[str, type[_errors.SandbankError]]:
-    """Every ``SandbankError`` subclass by class name (those of the snapshot store and the
-    durable layer included), found by walking the class tree."""
+    """Every ``SandbankError`` subclass defined so far, by class name (the snapshot store's
+    and the durable layer's included), found by walking the class tree."""
     import sandbank.snapshots.errors  # noqa: F401  (defines subclasses)
 
     found: dict[str, type[_errors.SandbankError]] = {}
     todo: list[type[_errors.SandbankError]] = [_errors.SandbankError]
     while todo:
-        cls = todo.pop()
-        if cls.__name__ in found and found[cls.__name__] is not cls:
-            raise TypeError(f"two SandbankError subclasses are named {cls.__name__}")
-        found[cls.__name__] = cls
+        cls = todo.pop(0)
+        found.setdefault(cls.__name__, cls)
         todo.extend(cls.__subclasses__())
     return found
 

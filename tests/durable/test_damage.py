@@ -15,6 +15,7 @@ from sandbank.durable.manager import SessionManager
 from sandbank.durable.session import Step, Turn
 from sandbank.durable.types import SessionDamaged
 from sandbank.durable.worker import build_worker
+from sandbank.errors import SnapshotError
 from sandbank.snapshots.errors import CorruptObject
 
 
@@ -90,7 +91,7 @@ async def test_damaged_checkpoint_is_never_used_and_turns_are_refused(
         assert len(await store.list()) == snapshots_before
 
         # Every checkpoint shares the damaged packs: repair says so and changes nothing.
-        with pytest.raises(Exception, match="no checkpoint of session .* verifies"):
+        with pytest.raises(SnapshotError, match=r"no checkpoint of session .* verifies"):
             await mgr.repair(sid)
         assert (await mgr.describe(sid)).damaged == info.damaged
         final = await mgr.stop(sid)
@@ -140,7 +141,7 @@ async def test_repair_rolls_back_to_the_newest_checkpoint_that_verifies(
         assert not again.rolled_back and again.lost_turns == []
         assert again.checkpoint == r4.checkpoint
         # An explicit target that does not verify is refused; one that does is taken.
-        with pytest.raises(Exception, match=f"snapshot {r2.checkpoint} does not verify"):
+        with pytest.raises(SnapshotError, match=f"snapshot {r2.checkpoint} does not verify"):
             await mgr.repair(sid, to=r2.checkpoint)
         back = await mgr.repair(sid, to=r1.checkpoint)
         assert back.rolled_back and back.checkpoint == r1.checkpoint and back.lost_turns == [4]
