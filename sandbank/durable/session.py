@@ -893,6 +893,17 @@ class SessionWorkflow:
                 f"checkpoint {previous} verifies; nothing to roll back"
                 + ("; the damage is cleared" if was else ""),
             )  # fmt: skip
+        if self._box is not None and not request.to:
+            # The live sandbox holds the workspace the damaged checkpoints were made from:
+            # rolling back would throw it away, so only an explicit target does that.
+            message = (
+                f"checkpoint {previous} is damaged but the live sandbox still holds the "
+                f"workspace; nothing rolled back (`repair --to {found.intact}` drops it)"
+            )
+            self._event("repair_refused", f"{message}; damaged: {problems}")
+            return RepairResult(
+                session_id, previous, previous, False, turn, [], found.damaged, message
+            )
         lost = list(range(since + 1, s.turns + 1)) if since is not None else None
         if self._box is not None:
             await self._forget_sandbox()

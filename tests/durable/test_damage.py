@@ -149,3 +149,31 @@ async def test_repair_rolls_back_to_the_newest_checkpoint_that_verifies(
         assert r5.steps[0].stdout == "one\n"
         await mgr.stop(sid)
         assert await local_provider.list() == []
+
+
+async def test_repair_keeps_a_live_sandbox_unless_told(
+    client, task_queue, local_provider, store, tmp_path
+):
+    acts = SandboxActivities({"local": local_provider}, store)
+    mgr = SessionManager(client, task_queue)
+    async with build_worker(client, acts, task_queue=task_queue):
+        sid = await mgr.start("local", pause_after=600, release_after=600)
+        r1 = await mgr.send(sid, sh("echo one > notes.txt"))
+        before = packs(tmp_path / "store")
+        r2 = await mgr.send(sid, sh(BIG.format("b.bin")))
+        damage(packs(tmp_path / "store") - before)
+        # The newest checkpoint is damaged, but the live sandbox holds the workspace.
+        kept = await mgr.repair(sid)
+        assert not kept.rolled_back and kept.checkpoint == r2.checkpoint
+        assert [d.snapshot_id for d in kept.damaged] == [r2.checkpoint]
+        assert "live sandbox" in kept.message and f"--to {r1.checkpoint}" in kept.message
+        r3 = await mgr.send(sid, sh("sha256sum -c b.bin.sum"))
+        assert r3.steps[0].stdout == "b.bin: OK\n"
+        # Told to, it rolls back and drops the live sandbox.
+        box = (await mgr.describe(sid)).sandbox_id
+        back = await mgr.repair(sid, to=r1.checkpoint)
+        assert back.rolled_back and back.lost_turns == [2, 3]
+        assert box not in {b.id for b in await local_provider.list()}
+        r4 = await mgr.send(sid, sh("ls"))
+        assert r4.steps[0].stdout == "notes.txt\n"
+        await mgr.stop(sid)
