@@ -10,6 +10,7 @@ from typing import Any
 
 from temporalio.exceptions import ActivityError, ApplicationError
 
+import sandbank.snapshots.errors  # noqa: F401  (its subclasses, imported outside workflows)
 from sandbank import errors as _errors
 from sandbank.durable import types as t
 from sandbank.providers.base import ExecResult
@@ -30,8 +31,6 @@ def _carried(value: Any) -> bool:
 def error_classes() -> dict[str, type[_errors.SandbankError]]:
     """Every ``SandbankError`` subclass defined so far, by class name (the snapshot store's
     and the durable layer's included), found by walking the class tree."""
-    import sandbank.snapshots.errors  # noqa: F401  (defines subclasses)
-
     found: dict[str, type[_errors.SandbankError]] = {}
     todo: list[type[_errors.SandbankError]] = [_errors.SandbankError]
     while todo:
