@@ -158,7 +158,11 @@ class WorkflowSandbox:
                 raise _errors.ConfigurationError("argv must be a non-empty list of strings")
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and len(data) > t.INLINE_LIMIT:
-            raise t.PayloadTooLarge("stdin", len(data))
+            raise t.PayloadTooLarge(
+                "stdin", len(data),
+                hint="write it to a file first (write_file moves big content through the "
+                "snapshot store) and redirect the command's input from it",
+            )  # fmt: skip
         size = command_size(argv, env)
         if size > t.INLINE_LIMIT and workflow.patched(_ARGV_LIMIT_PATCH):
             raise t.PayloadTooLarge("the command line and environment", size, hint=t.ARGV_HINT)
