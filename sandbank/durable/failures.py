@@ -20,7 +20,11 @@ __all__ = ["error_classes", "exec_result", "from_failure", "to_application_error
 _SIMPLE = (str, int, float, bool, type(None))
 
 
-def _carried(value: Any) -> bool:
+def _carried(name: str, value: Any) -> bool:
+    """Whether an error's attribute travels as a field: public, plain data (an
+    ``ExecTimeout``'s ``result`` travels on its own)."""
+    if name.startswith("_") or name == "result":
+        return False
     if isinstance(value, _SIMPLE):
         return True
     if isinstance(value, list | tuple):
@@ -49,7 +53,7 @@ def to_application_error(exc: BaseException, *, non_retryable: bool | None = Non
     """
     if isinstance(exc, ApplicationError) or not isinstance(exc, _errors.SandbankError):
         return exc
-    fields = {k: v for k, v in vars(exc).items() if k != "result" and _carried(v)}
+    fields = {k: v for k, v in vars(exc).items() if _carried(k, v)}
     fields["retryable"] = exc.retryable
     details: list[Any] = [fields]
     if isinstance(exc, _errors.ExecTimeout):
@@ -79,7 +83,8 @@ def from_failure(err: BaseException) -> BaseException:
     for fields in details:
         if isinstance(fields, dict) and fields not in outputs:
             for name, value in fields.items():
-                setattr(exc, name, value)
+                if not name.startswith("_") and name != "args":
+                    setattr(exc, name, value)
     if isinstance(exc, _errors.ExecTimeout):
         exc.__dict__.setdefault("timeout", 0.0)
         exc.result = exec_result(outputs[0]) if outputs else ExecResult(exit_code=-1)

@@ -77,3 +77,17 @@ async def test_every_subclass_crosses_the_activity_and_update_boundaries(client,
     assert timeout.result_stdout == "partial out" and timeout.fields["timeout"] == 2.5
     corrupt = in_workflow[NAMES.index("CorruptObject")]
     assert corrupt.fields["object"] == "obj of CorruptObject"
+
+
+def test_an_exec_timeout_recorded_by_older_code_keeps_its_output():
+    """Histories from before fields were carried hold only the partial output."""
+    from temporalio.exceptions import ApplicationError
+
+    from sandbank.durable.types import ExecOutput, b64encode
+    from sandbank.errors import ExecTimeout
+
+    old = ExecOutput(exit_code=-9, stdout_b64=b64encode(b"so far"), timed_out=True)
+    failure = ApplicationError("timed out", vars(old), type="ExecTimeout", non_retryable=True)
+    exc = from_failure(failure)
+    assert isinstance(exc, ExecTimeout) and exc.result.stdout == b"so far"
+    assert exc.result.exit_code == -9 and not hasattr(exc, "stdout_b64")
