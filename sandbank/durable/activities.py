@@ -442,12 +442,18 @@ class SandboxActivities:
                     f"exec wrapper exited {raw.exit_code}: {raw.stderr[-500:]!r}",
                 )
             res = parse_journal_output(raw.stdout, self.inline_limit, t.STDERR_LIMIT)
+            stdout, stderr = res.stdout, res.stderr
+            if inp.output_limit is not None:
+                stdout, stderr = stdout[: inp.output_limit], stderr[: inp.output_limit]
+            if activity.info().is_local and len(stdout) + len(stderr) > t.LOCAL_RESULT_LIMIT:
+                # Too loud for the workflow task: a regular activity collects the record.
+                return t.ExecOutput(exit_code=-1, duration=time.monotonic() - started, pending=True)
             output = t.ExecOutput(
                 exit_code=res.exit_code,
-                stdout_b64=t.b64encode(res.stdout),
-                stderr_b64=t.b64encode(res.stderr),
+                stdout_b64=t.b64encode(stdout),
+                stderr_b64=t.b64encode(stderr),
                 duration=time.monotonic() - started,
-                truncated=res.stdout_size > len(res.stdout) or res.stderr_size > len(res.stderr),
+                truncated=res.stdout_size > len(stdout) or res.stderr_size > len(stderr),
                 stdout_size=res.stdout_size,
                 stderr_size=res.stderr_size,
                 resumed=res.resumed,
@@ -461,7 +467,7 @@ class SandboxActivities:
                 )
             if output.timed_out:
                 result = ExecResult(
-                    exit_code=res.exit_code, stdout=res.stdout, stderr=res.stderr,
+                    exit_code=res.exit_code, stdout=stdout, stderr=stderr,
                     duration=output.duration, truncated=output.truncated,
                 )  # fmt: skip
                 raise ExecTimeout(inp.argv, timeout, result)
@@ -497,9 +503,9 @@ class SandboxActivities:
             box = await self._box(inp.sandbox)
             data = await _heartbeating(box.read_file(inp.path))
             limit = min(inp.limit, self.inline_limit)
-            if len(data) > limit:
+            if len(data) > limit and not inp.truncate:
                 raise t.PayloadTooLarge(f"file {inp.path!r}", len(data), limit)
-            return t.ReadFileOutput(data_b64=t.b64encode(data), size=len(data))
+            return t.ReadFileOutput(data_b64=t.b64encode(data[:limit]), size=len(data))
 
         return await self._run(inp.sandbox, work)
 

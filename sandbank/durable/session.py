@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -61,6 +62,13 @@ __all__ = [
 SESSION_WORKFLOW = "SandbankSession"
 STEP_OUTPUT_LIMIT = 64 * 1024
 """Characters of a step's output returned to the sender (the rest stays in the sandbox)."""
+TURN_OUTPUT_LIMIT = 512 * 1024
+"""Encoded bytes of all the output, reply and error text one turn returns (a reply over
+Temporal's 2 MB payload limit would fail the session's workflow task)."""
+MAX_STEPS = 1000
+"""Steps one turn may have."""
+EVENT_DETAIL_LIMIT = 2000
+"""Characters of an event's detail kept in the session's history."""
 FULL_VERIFY_LIMIT = 64 * 1024 * 1024
 """A migration compares workspace contents up to this size; above it, listings (paths,
 types, modes, sizes), which keeps the cut-over short (the delta itself is restored from a
@@ -111,6 +119,8 @@ class StepResult:
     stdout: str = ""
     stderr: str = ""
     content: str | None = None
+    truncated: bool = False
+    """Output was cut to keep the turn's reply within ``TURN_OUTPUT_LIMIT``."""
 
 
 @dataclass
@@ -271,19 +281,31 @@ def _clip(data: bytes) -> str:
 
 
 async def run_steps(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
-    """The built-in handler: run the turn's commands and file edits in order."""
+    """The built-in handler: run the turn's commands and file edits in order.
+
+    Each step returns up to ``STEP_OUTPUT_LIMIT`` bytes of output, and the turn as a whole
+    about half of ``TURN_OUTPUT_LIMIT``: later steps' output is cut (``truncated``), so
+    neither the reply nor the workflow's history grows with what the commands print."""
     results: list[StepResult] = []
+    budget = TURN_OUTPUT_LIMIT // 2
     for step in turn.steps:
+        limit = max(min(STEP_OUTPUT_LIMIT, budget), 0)
         if step.kind == "exec":
             if step.cmd is None:
                 raise ConfigurationError("an exec step needs cmd")
-            res = await box.exec(step.cmd, cwd=step.cwd, env=step.env, timeout=step.timeout)
-            results.append(StepResult("exec", res.exit_code, _clip(res.stdout), _clip(res.stderr)))
+            res = await box.exec(
+                step.cmd, cwd=step.cwd, env=step.env, timeout=step.timeout, output_limit=limit
+            )
+            budget -= len(res.stdout) + len(res.stderr)
+            out, err = _clip(res.stdout), _clip(res.stderr)
+            results.append(StepResult("exec", res.exit_code, out, err, truncated=res.truncated))
         elif step.kind == "write":
             await box.write_file(_path(step), step.blob or step.content or "", step.mode)
             results.append(StepResult("write"))
         elif step.kind == "read":
-            results.append(StepResult("read", content=_clip(await box.read_file(_path(step)))))
+            data, size = await box.read_head(_path(step), limit)
+            budget -= len(data)
+            results.append(StepResult("read", content=_clip(data), truncated=size > len(data)))
         elif step.kind == "remove":
             await box.remove(_path(step))
             results.append(StepResult("remove"))
@@ -306,10 +328,45 @@ def _path(step: Step) -> str:
 register_turn_handler("steps", run_steps)
 
 
+def _encoded(text: str) -> int:
+    return len(json.dumps(text))
+
+
+def _cut(text: str, budget: int) -> str:
+    """The longest prefix of ``text`` (roughly) whose JSON encoding fits ``budget`` bytes."""
+    keep = text
+    while keep and _encoded(keep) > budget:
+        keep = keep[: max(len(keep) * budget // _encoded(keep) - 1, 0)]
+    return keep
+
+
+def _bound_output(result: TurnResult, budget: int = TURN_OUTPUT_LIMIT) -> None:
+    """Cut the text a turn returns (error, reply, then each step's output in order) to
+    ``budget`` encoded bytes in all; a step that lost output says ``truncated``."""
+    result.error = _cut(result.error, 4096) if result.error else result.error
+    budget -= _encoded(result.error or "")
+    result.reply = _cut(result.reply, budget)
+    budget -= _encoded(result.reply)
+    for step in result.steps:
+        for name in ("stdout", "stderr", "content"):
+            text = getattr(step, name)
+            if text:
+                kept = _cut(text, max(budget, 0))
+                budget -= _encoded(kept)
+                if len(kept) < len(text):
+                    setattr(step, name, kept)
+                    step.truncated = True
+
+
 def check_turn(turn: Turn) -> None:
     """``PayloadTooLarge`` for a part of a turn that cannot travel through a workflow call:
     a command line or environment over the inline limit, or inline file content over the
     message limit (``SessionManager`` stages such content in the store)."""
+    if len(turn.steps) > MAX_STEPS:
+        raise ConfigurationError(
+            f"a turn has at most {MAX_STEPS} steps, this one {len(turn.steps)}; "
+            f"split it into several turns"
+        )
     for number, step in enumerate(turn.steps, 1):
         if step.cmd is not None or step.env:
             argv = [step.cmd] if isinstance(step.cmd, str) else list(step.cmd or [])
@@ -395,7 +452,7 @@ class SessionWorkflow:
         self._accepting()
         try:
             check_turn(turn)
-        except t.PayloadTooLarge as exc:
+        except ConfigurationError as exc:
             raise to_application_error(exc) from None
 
     @workflow.signal
@@ -406,7 +463,7 @@ class SessionWorkflow:
         try:
             check_turn(turn)
             self._accepting()
-        except (t.PayloadTooLarge, ApplicationError) as exc:
+        except (ConfigurationError, ApplicationError) as exc:
             self._event("turn_refused", str(exc))
             return
         self._next_op += 1
@@ -570,6 +627,8 @@ class SessionWorkflow:
 
     def _event(self, kind: str, detail: str = "") -> None:
         events = self.state.events
+        if len(detail) > EVENT_DETAIL_LIMIT:
+            detail = detail[: EVENT_DETAIL_LIMIT - 1] + "…"
         events.append(SessionEvent(workflow.time(), kind, detail))
         if len(events) > self.state.config.max_events:
             del events[: len(events) - self.state.config.max_events]
@@ -622,6 +681,7 @@ class SessionWorkflow:
                 break
         if not checkpointed:
             result.checkpoint = await self._turn_checkpoint(raise_lost=False)
+        _bound_output(result)
         result.seconds = workflow.time() - started
         codes = [s.exit_code for s in result.steps if s.exit_code is not None]
         self._event(
@@ -1064,7 +1124,5 @@ async def _nothing() -> None:
 
 
 def _merge_json(base: str | None, overrides: str) -> str:
-    import json
-
     merged = {**(json.loads(base) if base else {}), **json.loads(overrides)}
     return json.dumps(merged)

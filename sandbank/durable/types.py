@@ -57,6 +57,11 @@ MESSAGE_LIMIT = 1024 * 1024
 """Largest encoded message (a turn, a session's start state, a request) a client sends a
 session. Temporal fails a workflow task over a 2 MB payload and gRPC refuses 4 MB."""
 
+LOCAL_RESULT_LIMIT = 16 * 1024
+"""Output bytes an exec returns from its local-activity fast path; a louder command's result
+is collected by a regular activity instead. Local results all go back to the server with
+the workflow task, so many loud commands in one task would overflow its 4 MB message."""
+
 LIST_TREE_LIMIT = 20_000
 """Most entries a ``list_tree`` result carries inline."""
 
@@ -233,6 +238,8 @@ class ExecInput:
     wait_limit: float | None = None
     """Seconds to wait for the command; past it the result says ``pending`` and the command
     keeps running (a call with the same exec id collects it). None waits to the end."""
+    output_limit: int | None = None
+    """Bytes of stdout, and of stderr, returned at most (None: the worker's inline limits)."""
 
 
 @dataclass
@@ -266,6 +273,8 @@ class ReadFileInput:
     sandbox: SandboxRef
     path: str
     limit: int = INLINE_LIMIT
+    truncate: bool = False
+    """Return the file's first ``limit`` bytes instead of failing when it is longer."""
 
 
 @dataclass

@@ -142,11 +142,13 @@ class WorkflowSandbox:
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
         exec_id: str | None = None,
+        output_limit: int | None = None,
     ) -> ExecResult:
         """Run a command; a retried activity returns the first run's result, never reruns.
 
         ``on_output`` receives the whole output once the command ends (workflows cannot
-        stream). Output beyond the inline limit is cut and marks the result ``truncated``.
+        stream). Output beyond the inline limit (or ``output_limit`` bytes of each stream)
+        is cut and marks the result ``truncated``.
         """
         if isinstance(cmd, str):
             if not cmd.strip():
@@ -177,6 +179,7 @@ class WorkflowSandbox:
             env=env,
             stdin_b64=t.b64encode(data) if data is not None else None,
             timeout=timeout,
+            output_limit=output_limit,
         )
         out: t.ExecOutput | None = None
         fast = self.options.local_exec_wait
@@ -209,6 +212,12 @@ class WorkflowSandbox:
             t.READ_FILE, t.ReadFileInput(self.ref, normalize_path(path)), t.ReadFileOutput
         )
         return t.b64decode(out.data_b64)
+
+    async def read_head(self, path: str, limit: int) -> tuple[bytes, int]:
+        """The file's first ``limit`` bytes (at most the inline limit) and its full size."""
+        inp = t.ReadFileInput(self.ref, normalize_path(path), limit, truncate=True)
+        out: t.ReadFileOutput = await self._call(t.READ_FILE, inp, t.ReadFileOutput)
+        return t.b64decode(out.data_b64), out.size
 
     async def write_file(
         self, path: str, data: bytes | str | t.BlobRef, mode: int | None = None

@@ -16,6 +16,7 @@ from sandbank.durable.manager import SessionManager
 from sandbank.durable.session import SessionWorkflow, Step, Turn
 from sandbank.durable.types import INLINE_LIMIT, MESSAGE_LIMIT, PayloadTooLarge
 from sandbank.durable.worker import build_worker
+from sandbank.errors import ConfigurationError
 from tests.durable.test_activities import run_script
 from tests.durable.workflows import ScriptInput
 
@@ -145,3 +146,38 @@ async def test_workflow_sandbox_refuses_an_oversized_command_before_scheduling_i
     assert f"{INLINE_LIMIT}-byte limit" in (out.error or "") and "stdin" in (out.error or "")
     assert time.monotonic() - started < 10
     assert await local_provider.list() == []
+
+
+async def test_a_turn_whose_replies_add_up_past_the_limit_is_cut_not_wedged(
+    client, task_queue, local_provider, store
+):
+    acts = SandboxActivities({"local": local_provider}, store)
+    mgr = SessionManager(client, task_queue)
+    async with build_worker(client, acts, task_queue=task_queue):
+        sid = await mgr.start("local")
+        loud = "yes o | head -c 200000; yes e | head -c 200000 >&2"
+        started = time.monotonic()
+        r = await mgr.send(sid, sh(*[loud] * 40))
+        assert time.monotonic() - started < 30
+        assert r.error is None and len(r.steps) == 40 and all(s.exit_code == 0 for s in r.steps)
+        total = sum(len(s.stdout) + len(s.stderr) for s in r.steps)
+        assert 0 < total <= MESSAGE_LIMIT // 2
+        assert r.steps[0].stdout.startswith("o\no\n") and r.steps[-1].truncated
+        await answers_at_once(mgr, sid, "after-loud")
+        # A read of a big file returns its start, marked as cut.
+        write_big = Step("exec", cmd="yes r | head -c 3000000 > big")
+        r = await mgr.send(sid, Turn(steps=[write_big, Step("read", path="big")]))
+        assert r.steps[1].content and r.steps[1].content.startswith("r\nr\n")
+        assert r.steps[1].truncated and len(r.steps[1].content) <= 64 * 1024
+        # What the commands printed did not go into the workflow's history.
+        history = await mgr.handle(sid).fetch_history()
+        assert len(history.to_json()) < 4 * MB
+        # Too many steps for one turn: refused at once, by the manager and by the session.
+        many = sh(*["true"] * 1001)
+        with pytest.raises(ConfigurationError, match="at most 1000 steps"):
+            await mgr.send(sid, many)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await mgr.handle(sid).execute_update(SessionWorkflow.send, many)
+        await mgr.handle(sid).signal(SessionWorkflow.post, many)
+        await answers_at_once(mgr, sid, "after-many")
+        await mgr.stop(sid)
