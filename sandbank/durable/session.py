@@ -358,6 +358,13 @@ def _bound_output(result: TurnResult, budget: int = TURN_OUTPUT_LIMIT) -> None:
                     step.truncated = True
 
 
+def _malformed(exc: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"the turn is malformed ({type(exc).__name__}: {exc}); send steps as "
+        f"sandbank.durable.session.Step (cmd a string or list of strings, env str to str)"
+    )
+
+
 def check_turn(turn: Turn) -> None:
     """``PayloadTooLarge`` for a part of a turn that cannot travel through a workflow call:
     a command line or environment over the inline limit, or inline file content over the
@@ -454,6 +461,8 @@ class SessionWorkflow:
             check_turn(turn)
         except ConfigurationError as exc:
             raise to_application_error(exc) from None
+        except Exception as exc:  # malformed input, refused before it is accepted
+            raise to_application_error(_malformed(exc)) from None
 
     @workflow.signal
     def post(self, turn: Turn) -> None:
@@ -465,6 +474,9 @@ class SessionWorkflow:
             self._accepting()
         except (ConfigurationError, ApplicationError) as exc:
             self._event("turn_refused", str(exc))
+            return
+        except Exception as exc:  # malformed input must not fail the task
+            self._event("turn_refused", str(_malformed(exc)))
             return
         self._next_op += 1
         self._ops.append(_Op(self._next_op, "turn", turn))
@@ -565,6 +577,13 @@ class SessionWorkflow:
                 except (SandbankError, FailureError) as exc:
                     self._event("error", f"{op.kind}: {type(exc).__name__}: {exc}")
                     result = exc
+                except Exception as exc:  # a bad request must not wedge the task
+                    workflow.logger.exception("session op %s failed", op.kind)
+                    result = SandbankError(
+                        f"{op.kind} failed inside the session: {type(exc).__name__}: {exc}; "
+                        f"the session keeps serving (check the request, or report this)"
+                    )
+                    self._event("error", f"{op.kind}: {result}")
                 if result is not _PENDING:
                     self._results[op.id] = result
                 if op.kind in ("turn", "migrate_finish"):
@@ -1124,5 +1143,10 @@ async def _nothing() -> None:
 
 
 def _merge_json(base: str | None, overrides: str) -> str:
-    merged = {**(json.loads(base) if base else {}), **json.loads(overrides)}
-    return json.dumps(merged)
+    try:
+        extra = json.loads(overrides)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"manifest overrides are not JSON ({exc})") from None
+    if not isinstance(extra, dict):
+        raise ConfigurationError("manifest overrides must be a JSON object (field: value)")
+    return json.dumps({**(json.loads(base) if base else {}), **extra})
