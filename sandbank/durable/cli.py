@@ -352,7 +352,7 @@ class _SessionGroup(click.Group):
 @_queue
 @click.pass_context
 def session_group(ctx: click.Context, address: str, namespace: str, task_queue: str) -> None:
-    """Durable sessions: start, ls, send, fork, migrate, rename, stop, show."""
+    """Durable sessions: start, ls, send, fork, migrate, rename, stop, show, repair."""
     ctx.obj = {"address": address, "namespace": namespace, "task_queue": task_queue}
 
 
@@ -621,3 +621,22 @@ def show_cmd(ctx: click.Context, session_id: str, limit: int, as_json: bool) -> 
     print_table(details, whole=("",))
     rows = [(f"{datetime.fromtimestamp(e.at):%Y-%m-%d %H:%M:%S}", e.kind, e.detail) for e in events]
     print_table(table("at", "event", "detail", rows=rows, title="history"), whole=("at",))
+
+
+@session_group.command("repair")
+@click.argument("session_id")
+@click.option("--to", "to", default=None, metavar="SNAPSHOT", help="Roll back to this snapshot.")
+@json_flag
+@click.pass_context
+def repair_cmd(ctx: click.Context, session_id: str, to: str | None, as_json: bool) -> None:
+    """Roll a damaged session back to its newest checkpoint that verifies (or --to
+    SNAPSHOT) and say which turns that loses; it then serves turns again."""
+    result = manager_call(ctx, lambda m: m.repair(session_id, to=to))
+    if as_json:
+        print_json(result)
+        return
+    click.echo(f"session {result.session_id}: {result.message}")
+    for damaged in result.damaged:
+        click.echo(f"  damaged {damaged.snapshot_id}: {damaged.problem}")
+    if result.checkpoint:
+        click.echo(f"  the next turn starts from checkpoint {result.checkpoint}")
