@@ -339,7 +339,7 @@ def config_show(as_json: bool) -> None:
     table = Table("setting", "value", "source")
     for row in rows:
         table.add_row(row["key"], json.dumps(row["value"]), row["source"])
-    console.print(table)
+    print_table(table, whole=["setting"])
     console.print(f"files read: {', '.join(map(str, files)) or 'none'}", highlight=False)
 
 

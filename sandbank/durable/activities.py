@@ -41,6 +41,7 @@ from sandbank.errors import (
 from sandbank.manifest import Manifest
 from sandbank.providers.base import ExecResult, Provider, Sandbox
 from sandbank.providers.registry import get_provider
+from sandbank.secrets import exec_environment
 
 __all__ = [
     "HEARTBEAT_EVERY",
@@ -375,7 +376,10 @@ class SandboxActivities:
                 # sandbox's: start nothing, the workflow sends the call to the sandbox's queue.
                 return t.ExecOutput(exit_code=-1, pending=True, elsewhere=True)
             box = await self._box(inp.sandbox)
-            journal = await self._journal_dir(inp.sandbox, box)
+            # Secrets are read once, here on the worker; the journal's framed output is
+            # redacted after parsing (redacting it whole would break the frame lengths).
+            env, redactor = exec_environment(box.manifest.env, box.manifest.secrets, inp.env)
+            journal = await self._journal_dir(inp.sandbox, box, env)
             stdin = t.b64decode(inp.stdin_b64) if inp.stdin_b64 is not None else None
             timeout = inp.timeout or 0
             argv = [
@@ -401,7 +405,7 @@ class SandboxActivities:
                 detached = None
                 if journal == _TMP_JOURNAL:
                     try:
-                        detached = await _start_detached(box, argv, inp.exec_id, inp.env, stdin)
+                        detached = await _start_detached(box, argv, inp.exec_id, env, stdin)
                     except OSError as exc:
                         raise SandboxLost(inp.sandbox.sandbox_id, str(exc)) from exc
                 raw = await detached if detached is not None else None
@@ -409,9 +413,10 @@ class SandboxActivities:
                     raw = await box.exec(
                         argv,
                         cwd=".",
-                        env=inp.env,
+                        env=env,
                         stdin=stdin,
                         timeout=(timeout + 30) if timeout else None,
+                        redact=False,
                     )
                 return raw
 
@@ -439,12 +444,14 @@ class SandboxActivities:
             if raw.exit_code != 0:
                 raise SandboxLost(
                     inp.sandbox.sandbox_id,
-                    f"exec wrapper exited {raw.exit_code}: {raw.stderr[-500:]!r}",
+                    f"exec wrapper exited {raw.exit_code}: {redactor.redact(raw.stderr)[-500:]!r}",
                 )
             res = parse_journal_output(raw.stdout, self.inline_limit, t.STDERR_LIMIT)
             stdout, stderr = res.stdout, res.stderr
             if inp.output_limit is not None:
                 stdout, stderr = stdout[: inp.output_limit], stderr[: inp.output_limit]
+            stdout = redactor.redact(stdout, cut=res.stdout_size > len(stdout))
+            stderr = redactor.redact(stderr, cut=res.stderr_size > len(stderr))
             if activity.info().is_local and len(stdout) + len(stderr) > t.LOCAL_RESULT_LIMIT:
                 # Too loud for the workflow task: a regular activity collects the record.
                 return t.ExecOutput(exit_code=-1, duration=time.monotonic() - started, pending=True)
@@ -477,8 +484,11 @@ class SandboxActivities:
 
         return await self._run(inp.sandbox, work)
 
-    async def _journal_dir(self, ref: t.SandboxRef, box: Sandbox) -> str:
-        """Where exec records live: /tmp when it persists between execs, else the workspace."""
+    async def _journal_dir(self, ref: t.SandboxRef, box: Sandbox, env: dict[str, str]) -> str:
+        """Where exec records live: /tmp when it persists between execs, else the workspace.
+
+        ``env`` is the exec's resolved environment, so the probe reads no secret again.
+        """
         cached = self._journals.get(ref.key)
         if cached is not None:
             return cached
@@ -487,8 +497,11 @@ class SandboxActivities:
         first = await box.exec(
             ["/bin/sh", "-c", f'mkdir -p {_TMP_JOURNAL} && printf %s "$1" > {probe}', "-", token],
             cwd=".",
+            env=env,
         )
-        second = await box.exec(["/bin/sh", "-c", f"cat {probe} 2>/dev/null || true"], cwd=".")
+        second = await box.exec(
+            ["/bin/sh", "-c", f"cat {probe} 2>/dev/null || true"], cwd=".", env=env
+        )
         persistent = first.exit_code == 0 and second.stdout.decode(errors="replace") == token
         journal = _TMP_JOURNAL if persistent else _WORKSPACE_JOURNAL
         log.debug("exec journal of %s is %s", ref.sandbox_id, journal)
@@ -750,10 +763,11 @@ def _listing_digest(entries: list[Any]) -> t.DigestOutput:
 
 
 async def _start_detached(
-    box: Sandbox, argv: list[str], exec_id: str, env: dict[str, str] | None, stdin: bytes | None
+    box: Sandbox, argv: list[str], exec_id: str, env: dict[str, str], stdin: bytes | None
 ) -> Awaitable[ExecResult | None] | None:
     """Start the journal's first run outside this process, for the local provider.
 
+    ``env`` is the command's whole environment (``exec_environment``: secrets resolved).
     Local commands die with the process that runs bubblewrap; a small supervisor in its own
     session runs it instead, so the command survives this worker and a retry collects it.
     Returns an awaitable of the wrapper's output (``None`` when the supervisor printed no
@@ -768,8 +782,7 @@ async def _start_detached(
         return None
     if not await asyncio.to_thread(os.path.isdir, box.host_path):
         raise SandboxLost(box.id, f"its workspace {box.host_path} is gone")
-    merged = {**box.manifest.env, **(env or {})}
-    request = ExecRequest(argv=argv, cwd=".", env=merged, stdin=None, timeout=None)
+    request = ExecRequest(argv=argv, cwd=".", env=env, stdin=None, timeout=None)
     cmd, cwd, proc_env = box.host_command(request)
     record = os.path.join(box.tmp_dir, ".sandbank", "exec", exec_id)
     if await asyncio.to_thread(os.path.exists, record):
