@@ -31,7 +31,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from sandbank._children import stop_signals_interrupt
-from sandbank.cli import err_console, json_flag, parse_options, print_table, run_async
+from sandbank.cli import (
+    config_default,
+    err_console,
+    json_flag,
+    parse_options,
+    print_table,
+    run_async,
+)
 from sandbank.durable.worker import DEFAULT_TASK_QUEUE, build_worker
 from sandbank.errors import ConfigurationError, ManifestError, SandbankError
 
@@ -46,11 +53,13 @@ WORKER_HINT_AFTER = 2.0
 """Seconds a session call may take before the CLI checks that a worker is there."""
 
 _address = click.option(
-    "--address", envvar="SANDBANK_TEMPORAL_ADDRESS", default="localhost:7233", show_default=True
-)
+    "--address", envvar="SANDBANK_TEMPORAL_ADDRESS", default=config_default("temporal.address"),
+    show_default="localhost:7233, or temporal.address in sandbank.toml",
+)  # fmt: skip
 _namespace = click.option(
-    "--namespace", envvar="SANDBANK_TEMPORAL_NAMESPACE", default="default", show_default=True
-)
+    "--namespace", envvar="SANDBANK_TEMPORAL_NAMESPACE",
+    default=config_default("temporal.namespace"), show_default="default",
+)  # fmt: skip
 _queue = click.option("--task-queue", default=DEFAULT_TASK_QUEUE, show_default=True)
 
 
@@ -137,8 +146,15 @@ def _exit_without_teardown() -> Iterator[None]:
     end(0)
 
 
+def _tls(flag: bool) -> Any:
+    """``--tls``, or the config's ``temporal.tls`` (and its certificate files)."""
+    from sandbank.config import load_config
+
+    return load_config().config.temporal.tls_config(flag)
+
+
 async def _connect(
-    address: str, namespace: str, tls: bool = False, api_key: str | None = None
+    address: str, namespace: str, tls: Any = False, api_key: str | None = None
 ) -> Client:
     global _connected
     _connected = True
@@ -266,7 +282,10 @@ async def _serve(
 @_queue
 @click.option("--tls", is_flag=True, help="Connect with TLS (Temporal Cloud).")
 @click.option("--api-key", envvar="TEMPORAL_API_KEY", default=None, help="Temporal API key.")
-@click.option("--store", "store_url", envvar="SANDBANK_STORE", help="Snapshot store URL.")
+@click.option(
+    "--store", "store_url", envvar="SANDBANK_STORE", default=config_default("store"),
+    help="Snapshot store URL (or `store` in sandbank.toml).",
+)  # fmt: skip
 @click.option("--state-dir", default=None, help="Where the local provider keeps sandboxes.")
 @click.option("--identity", default=None, help="Worker identity shown by Temporal.")
 def worker_command(
@@ -278,7 +297,7 @@ def worker_command(
     SIGINT, SIGTERM and SIGHUP shut it down gracefully."""
 
     async def main() -> None:
-        client = await _connect(address, namespace, tls, api_key)
+        client = await _connect(address, namespace, _tls(tls), api_key)
         await _serve(client, task_queue, store_url, state_dir, identity)
 
     with (
@@ -364,7 +383,7 @@ def manager_call(ctx: click.Context, call: Callable[[Any], Awaitable[Any]]) -> A
     address = ctx.obj["address"]
 
     async def main() -> Any:
-        client = await _connect(address, ctx.obj["namespace"])
+        client = await _connect(address, ctx.obj["namespace"], _tls(False))
         async with _temporal_errors(address, ctx.params.get("session_id")):
             work = asyncio.ensure_future(call(SessionManager(client, ctx.obj["task_queue"])))
             if not (await asyncio.wait({work}, timeout=WORKER_HINT_AFTER))[0]:
@@ -401,7 +420,7 @@ def _read_manifest(path: str) -> Any:
 
 
 @session_group.command("start")
-@click.option("--provider", default="local", show_default=True)
+@click.option("--provider", default=config_default("provider"), show_default="local")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--name", default="")
 @click.option("--pause-after", type=float, default=60.0, show_default=True)
