@@ -131,3 +131,12 @@ def test_stream_redaction_across_any_chunk_boundaries(seed: int) -> None:
     assert out == redactor.redact(data)
     for value in values.values():
         assert value.encode() not in out
+
+
+def test_exec_request_repr_hides_the_environment() -> None:
+    from sandbank.providers.base import ExecRequest
+
+    request = ExecRequest(
+        argv=["true"], cwd=".", env={"TOKEN": "hunter2"}, stdin=None, timeout=None
+    )
+    assert "hunter2" not in repr(request)

@@ -150,9 +150,10 @@ class ExecRequest:
     cwd: str
     """Relative to the workspace root ('.' for the root), checked lexically only: the
     provider must refuse one that leaves the workspace through a symlink."""
-    env: dict[str, str]
-    """The manifest's environment with the call's variables on top. The host's own
-    environment must not reach the command."""
+    env: dict[str, str] = field(repr=False)
+    """The manifest's environment, its secrets' values (read just now) and the call's
+    variables on top. Give it to this command only (never to labels, state or a command
+    line: it holds secrets); the host's own environment must not reach the command."""
     stdin: bytes | None
     """``None``: the command reads end of file at once."""
     timeout: float | None

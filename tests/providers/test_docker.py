@@ -89,6 +89,7 @@ def test_registered_and_declared(docker_image: str) -> None:
     assert p.capabilities.names() == [
         "pause",
         "stop",
+        "ports",
         "network_policy",
         "resource_limits",
         "image",
