@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -18,6 +19,7 @@ from sandbank.durable.manager import SessionManager
 from sandbank.durable.session import Step, Turn
 from sandbank.durable.worker import build_worker
 from sandbank.errors import SecretUnavailable
+from tests.leaks import watch_command_lines
 
 VALUE = f"sb-durable-secret-{uuid.uuid4().hex}"
 MANIFEST = {"secrets": {"TOKEN": "env:SB_DURABLE_TOKEN", "MISSING": "env:SB_DURABLE_UNSET"}}
@@ -67,6 +69,13 @@ async def test_history_holds_the_reference_never_the_value(
         assert result.steps[0].stdout == "[secret TOKEN]\n"
         assert result.steps[0].stderr == "err [secret TOKEN]\n"
         assert result.steps[1].stdout.split()[0] == digest  # the command got the value
+        # A long command through the detached supervisor: no command line holds the value.
+        sleeping = asyncio.ensure_future(
+            mgr.send(sid, Turn(steps=[Step("exec", cmd="sleep 3", env={"MISSING": "x"})]))
+        )
+        seen = await watch_command_lines(sleeping, [VALUE], b"sleep\x003")
+        assert (await sleeping).error is None
+        assert seen, "the command was never seen running; the scan proved nothing"
         failed = await mgr.send(sid, Turn(steps=[Step("exec", cmd="true")]))
         assert failed.error is not None and "secret 'MISSING'" in failed.error
         assert "SB_DURABLE_UNSET is not set" in failed.error

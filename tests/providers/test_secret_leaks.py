@@ -1,7 +1,6 @@
 """A secret's value reaches the command and nowhere else: each place is grepped for it."""
 
 # These tests inspect the host file system and processes directly, on purpose.
-# ruff: noqa: ASYNC240
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ import pytest
 from sandbank.errors import ExecTimeout, SecretUnavailable
 from sandbank.providers.base import Sandbox
 from sandbank.providers.local import LocalProvider, LocalSandbox
+from tests.leaks import files_containing, watch_command_lines
 
 VALUE = f"sb-secret-{uuid.uuid4().hex}"
 PLAIN = f"sb-plain-{uuid.uuid4().hex}"
@@ -28,15 +28,6 @@ MANIFEST = {"env": {"PLAIN": PLAIN}, "secrets": {"TOKEN": "env:SB_LEAK_TOKEN"}}
 @pytest.fixture(autouse=True)
 def _secret_on_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SB_LEAK_TOKEN", VALUE)
-
-
-def files_containing(root: Path, needle: str) -> list[Path]:
-    """Every file under ``root`` whose bytes contain ``needle``."""
-    found = []
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink() and needle.encode() in path.read_bytes():
-            found.append(path)
-    return found
 
 
 @pytest.fixture
@@ -96,21 +87,11 @@ async def test_local_secret_not_in_state_or_sandbox_files(
 
 async def test_local_environment_not_on_any_command_line(local_box: LocalSandbox) -> None:
     running = asyncio.ensure_future(local_box.exec("sleep 3"))
-    seen_sleep = False
     try:
-        for _ in range(100):
-            for proc in Path("/proc").glob("[0-9]*"):
-                try:
-                    cmdline = (proc / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                assert VALUE.encode() not in cmdline, f"pid {proc.name}: {cmdline!r}"
-                assert PLAIN.encode() not in cmdline, f"pid {proc.name}: {cmdline!r}"
-                seen_sleep = seen_sleep or cmdline.startswith(b"sleep\x003")
-            await asyncio.sleep(0.02)
+        seen = await watch_command_lines(running, [VALUE, PLAIN], b"sleep\x003")
     finally:
         assert (await running).ok
-    assert seen_sleep, "the command was never seen running; the scan proved nothing"
+    assert seen, "the command was never seen running; the scan proved nothing"
 
 
 async def test_local_missing_secret_fails_at_use(tmp_path: Path, bwrap: str) -> None:
