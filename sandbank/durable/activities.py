@@ -447,11 +447,14 @@ class SandboxActivities:
                     f"exec wrapper exited {raw.exit_code}: {redactor.redact(raw.stderr)[-500:]!r}",
                 )
             res = parse_journal_output(raw.stdout, self.inline_limit, t.STDERR_LIMIT)
-            stdout, stderr = res.stdout, res.stderr
+            truncated = res.stdout_size > len(res.stdout) or res.stderr_size > len(res.stderr)
+            stdout = redactor.redact(res.stdout, cut=res.stdout_size > len(res.stdout))
+            stderr = redactor.redact(res.stderr, cut=res.stderr_size > len(res.stderr))
+            if redactor and (truncated or (stdout, stderr) != (res.stdout, res.stderr)):
+                await _scrub_journal(box, f"{journal}/{inp.exec_id}", stdout, stderr, env)
             if inp.output_limit is not None:
+                truncated = truncated or max(len(stdout), len(stderr)) > inp.output_limit
                 stdout, stderr = stdout[: inp.output_limit], stderr[: inp.output_limit]
-            stdout = redactor.redact(stdout, cut=res.stdout_size > len(stdout))
-            stderr = redactor.redact(stderr, cut=res.stderr_size > len(stderr))
             if activity.info().is_local and len(stdout) + len(stderr) > t.LOCAL_RESULT_LIMIT:
                 # Too loud for the workflow task: a regular activity collects the record.
                 return t.ExecOutput(exit_code=-1, duration=time.monotonic() - started, pending=True)
@@ -460,7 +463,7 @@ class SandboxActivities:
                 stdout_b64=t.b64encode(stdout),
                 stderr_b64=t.b64encode(stderr),
                 duration=time.monotonic() - started,
-                truncated=res.stdout_size > len(stdout) or res.stderr_size > len(stderr),
+                truncated=truncated,
                 stdout_size=res.stdout_size,
                 stderr_size=res.stderr_size,
                 resumed=res.resumed,
@@ -760,6 +763,20 @@ def _listing_digest(entries: list[Any]) -> t.DigestOutput:
     return t.DigestOutput(
         digest=top.hexdigest(), files=len(files), bytes=sum(e.size for e in files)
     )
+
+
+async def _scrub_journal(
+    box: Sandbox, record: str, stdout: bytes, stderr: bytes, env: dict[str, str]
+) -> None:
+    """Replace the output an exec record keeps with its redacted form (what a retry gets
+    anyway), so a secret the command printed does not stay in the sandbox's files."""
+    for name, data in (("out", stdout), ("err", stderr)):
+        script = 'cat > "$1.tmp" && mv "$1.tmp" "$1"'
+        done = await box.exec(
+            ["/bin/sh", "-c", script, "-", f"{record}/{name}"], cwd=".", env=env, stdin=data
+        )
+        if not done.ok:
+            log.warning("could not redact the exec record %s/%s: %s", record, name, done.stderr)
 
 
 async def _start_detached(

@@ -19,7 +19,7 @@ from sandbank.durable.manager import SessionManager
 from sandbank.durable.session import Step, Turn
 from sandbank.durable.worker import build_worker
 from sandbank.errors import SecretUnavailable
-from tests.leaks import watch_command_lines
+from tests.leaks import files_containing, watch_command_lines
 
 VALUE = f"sb-durable-secret-{uuid.uuid4().hex}"
 MANIFEST = {"secrets": {"TOKEN": "env:SB_DURABLE_TOKEN", "MISSING": "env:SB_DURABLE_UNSET"}}
@@ -69,6 +69,9 @@ async def test_history_holds_the_reference_never_the_value(
         assert result.steps[0].stdout == "[secret TOKEN]\n"
         assert result.steps[0].stderr == "err [secret TOKEN]\n"
         assert result.steps[1].stdout.split()[0] == digest  # the command got the value
+        # Neither the worker's state nor the exec records in the sandbox keep the value.
+        assert list((tmp_path / "local-state").rglob("exec/*/out"))
+        assert files_containing(tmp_path / "local-state", VALUE) == []
         # A long command through the detached supervisor: no command line holds the value.
         sleeping = asyncio.ensure_future(
             mgr.send(sid, Turn(steps=[Step("exec", cmd="sleep 3", env={"MISSING": "x"})]))
