@@ -1,0 +1,65 @@
+"""Fixtures for the Agents SDK tests: real providers, a real store, the SDK's scripted model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agents import RunConfig, Runner, set_tracing_disabled
+from agents.run import RunResult
+from agents.sandbox import SandboxAgent, SandboxRunConfig
+from agents.sandbox.capabilities import Filesystem, Shell
+from agents.testing import ScriptedModel
+
+from sandbank.agents import SandbankSandboxClient
+from sandbank.providers.docker import DockerProvider
+from sandbank.providers.local import LocalProvider
+from sandbank.snapshots import SnapshotStore
+
+set_tracing_disabled(True)
+
+
+def sandbox_agent(**kwargs: Any) -> SandboxAgent[Any]:
+    """A SandboxAgent with the shell and file tools (no compaction: no model server here)."""
+    return SandboxAgent(
+        name="coder", instructions="You edit files.", capabilities=[Filesystem(), Shell()],
+        **kwargs,
+    )  # fmt: skip
+
+
+async def run_turn(
+    model: Any, prompt: str = "go", *, max_turns: int = 20, **sandbox: Any
+) -> RunResult:
+    """One ``Runner.run`` of a sandbox agent with ``SandboxRunConfig(**sandbox)``."""
+    config = RunConfig(model=model, sandbox=SandboxRunConfig(**sandbox), tracing_disabled=True)
+    return await Runner.run(sandbox_agent(), prompt, run_config=config, max_turns=max_turns)
+
+
+def scripted(*steps: Any) -> ScriptedModel:
+    return ScriptedModel(list(steps))
+
+
+@pytest.fixture
+def local(tmp_path: Path, bwrap: str) -> LocalProvider:
+    return LocalProvider(state_dir=tmp_path / "state-a", bwrap=bwrap)
+
+
+@pytest.fixture
+def docker(docker_image: str) -> DockerProvider:
+    return DockerProvider(image=docker_image)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SnapshotStore]:
+    async with await SnapshotStore.open(tmp_path / "store", cache_dir=False) as opened:
+        yield opened
+
+
+@pytest.fixture
+def client_for(store: SnapshotStore) -> Callable[..., SandbankSandboxClient]:
+    def make(provider: Any, **kwargs: Any) -> SandbankSandboxClient:
+        return SandbankSandboxClient(provider, store=store, **kwargs)
+
+    return make
