@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 from agents import RunConfig, Runner, set_tracing_disabled
+from agents.items import ToolCallOutputItem
 from agents.run import RunResult
 from agents.sandbox import SandboxAgent, SandboxRunConfig
 from agents.sandbox.capabilities import Filesystem, Shell
-from agents.testing import ScriptedModel
+from agents.testing import ScriptedModel, assistant_message, function_call
+from openai.types.responses import ResponseCustomToolCall
 
 from sandbank.agents import SandbankSandboxClient
 from sandbank.providers.docker import DockerProvider
@@ -63,3 +65,33 @@ def client_for(store: SnapshotStore) -> Callable[..., SandbankSandboxClient]:
         return SandbankSandboxClient(provider, store=store, **kwargs)
 
     return make
+
+
+def shell(cmd: str, call_id: str, **args: Any) -> Any:
+    """A model step: one ``exec_command`` tool call."""
+    return [function_call("exec_command", {"cmd": cmd, **args}, call_id=call_id)]
+
+
+def patch(text: str, call_id: str) -> Any:
+    """A model step: one ``apply_patch`` call with V4A patch ``text``."""
+    body = f"*** Begin Patch\n{text}*** End Patch\n"
+    return [
+        ResponseCustomToolCall(
+            type="custom_tool_call", name="apply_patch", call_id=call_id, input=body
+        )
+    ]
+
+
+def answer(text: str = "done") -> Any:
+    return [assistant_message(text)]
+
+
+def tool_outputs(result: RunResult) -> list[str]:
+    """What each tool call returned to the model, in order."""
+    return [str(item.output) for item in result.new_items if isinstance(item, ToolCallOutputItem)]
+
+
+def session_state(result: RunResult) -> dict[str, Any]:
+    """The serialized sandbox session state a run ended with (for ``session_state=``)."""
+    payload: dict[str, Any] = result.to_state().to_json()["sandbox"]["session_state"]
+    return payload
