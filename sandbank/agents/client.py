@@ -23,7 +23,11 @@ from agents.sandbox.snapshot import (
 )
 
 from sandbank.agents.manifest import check_runnable
-from sandbank.agents.session import DEFAULT_MAX_READ_BYTES, SandbankSandboxSession
+from sandbank.agents.session import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_READ_BYTES,
+    SandbankSandboxSession,
+)
 from sandbank.agents.snapshot import SandbankSnapshot, StoreSnapshots
 from sandbank.agents.state import SandbankClientOptions, SandbankSessionState
 from sandbank.errors import ConfigurationError, SandboxNotFound
@@ -40,6 +44,8 @@ class SandbankSandboxClient(BaseSandboxClient[SandbankClientOptions | None]):
     ``store``: where session workspaces are snapshotted. A run that names no snapshot, or a
     ``LocalSnapshotSpec`` (the SDK's default, a tar on this host's disk), uses the store;
     ``NoopSnapshotSpec`` turns snapshots off; other specs and snapshots are used as given.
+    ``max_read_bytes`` bounds a whole-file read (``FileTooLarge`` above it) and
+    ``max_output_bytes`` the output of a command handed back to the agent.
     """
 
     backend_id = "sandbank"
@@ -51,11 +57,13 @@ class SandbankSandboxClient(BaseSandboxClient[SandbankClientOptions | None]):
         *,
         store: SnapshotStore | None = None,
         max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self.provider = get_provider(provider) if isinstance(provider, str) else provider
         self.store = store
         self._snapshots = StoreSnapshots(store) if store is not None else None
         self.max_read_bytes = max_read_bytes
+        self.max_output_bytes = max_output_bytes
 
     def __repr__(self) -> str:
         return f"<SandbankSandboxClient {self.provider.name!r} store={self.store is not None}>"
@@ -137,6 +145,7 @@ class SandbankSandboxClient(BaseSandboxClient[SandbankClientOptions | None]):
             box=box,
             snapshots=self._snapshots,
             max_read_bytes=self.max_read_bytes,
+            max_output_bytes=self.max_output_bytes,
         )
 
     def _snapshot_for(self, spec: SnapshotSpec | SnapshotBase | None, ref: str) -> SnapshotBase:

@@ -47,10 +47,12 @@ from sandbank.manifest import Manifest
 from sandbank.providers.base import FileEntry, Provider, Sandbox, SandboxStatus, normalize_path
 from sandbank.snapshots import SnapshotNotFound
 
-__all__ = ["DEFAULT_MAX_READ_BYTES", "SandbankSandboxSession"]
+__all__ = ["DEFAULT_MAX_OUTPUT_BYTES", "DEFAULT_MAX_READ_BYTES", "SandbankSandboxSession"]
 
 DEFAULT_MAX_READ_BYTES = 64 * 1024 * 1024
 """The largest file a session reads whole (``read``); bigger ones raise ``FileTooLarge``."""
+DEFAULT_MAX_OUTPUT_BYTES = 1024 * 1024
+"""Bytes of each output stream of a command a session returns (the rest is cut, marked)."""
 _INLINE_WRITE = 8 * 1024 * 1024
 """Writes up to this size go through ``write_file``; bigger ones stream as a tar."""
 _SPOOL_MEMORY = 8 * 1024 * 1024
@@ -70,8 +72,10 @@ class SandbankSandboxSession(BaseSandboxSession):
         box: Sandbox | None = None,
         snapshots: StoreSnapshots | None = None,
         max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     ) -> None:
         self.state = state
+        self.max_output_bytes = max_output_bytes
         self._provider = provider
         self._box = box
         self._snapshots = snapshots
@@ -131,7 +135,24 @@ class SandbankSandboxSession(BaseSandboxSession):
             raise ExecTimeoutError(command=argv, timeout_s=timeout, cause=exc) from exc
         except (SandboxLost, ConnectionError) as exc:
             raise ExecTransportError(command=argv, cause=exc, retryable=True) from exc
-        return SdkExecResult(stdout=result.stdout, stderr=result.stderr, exit_code=result.exit_code)
+        return SdkExecResult(
+            stdout=self._capped(result.stdout, result.truncated),
+            stderr=self._capped(result.stderr, result.truncated),
+            exit_code=result.exit_code,
+        )
+
+    def _capped(self, data: bytes, truncated: bool) -> bytes:
+        """At most ``max_output_bytes`` of a command's output, with a note where it was cut."""
+        if len(data) <= self.max_output_bytes and not truncated:
+            return data
+        kept = data[: self.max_output_bytes]
+        return (
+            kept
+            + (
+                f"\n[sandbank: output cut after {len(kept)} bytes; write it to a file and read "
+                f"parts of it (head, tail, grep)]\n"
+            ).encode()
+        )
 
     # -- files ------------------------------------------------------------------------------
 
@@ -151,8 +172,6 @@ class SandbankSandboxSession(BaseSandboxSession):
             member = await read_target(self.sandbox, rel, limit=self.max_read_bytes)
         except PathNotFound as exc:
             raise WorkspaceReadNotFoundError(path=Path(path), cause=exc) from exc
-        except WorkspacePathError as exc:
-            raise InvalidManifestPathError(rel=str(path), reason="escape_root", cause=exc) from exc
         return io.BytesIO(member.data)
 
     async def _read_bounded(self, path: Path, *, max_bytes: int) -> bytes:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -95,3 +99,15 @@ def session_state(result: RunResult) -> dict[str, Any]:
     """The serialized sandbox session state a run ended with (for ``session_state=``)."""
     payload: dict[str, Any] = result.to_state().to_json()["sandbox"]["session_state"]
     return payload
+
+
+async def run_python(script: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    """Run ``script`` in a fresh interpreter; its last stdout line is JSON, returned parsed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args,
+        env={**os.environ, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=300)
+    assert proc.returncode == 0, stderr.decode()[-3000:]
+    return json.loads(stdout.decode().strip().splitlines()[-1])

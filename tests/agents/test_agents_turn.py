@@ -43,7 +43,8 @@ async def agent_turn(client: SandbankSandboxClient, store: SnapshotStore, tmp_pa
     workspace = await restored(store, session_state(result), tmp_path / "restored")
     assert (workspace / "src/app.py").read_text().rstrip("\n") == "print('v2')"
     assert (workspace / "README.md").read_bytes() == b"# demo\n"
-    assert await client.provider.list() == []  # the run deleted the sandbox it created
+    gone = session_state(result)["sandbox_id"]
+    assert gone not in {i.id for i in await client.provider.list()}  # the run deleted it
 
 
 async def test_turn_on_local(local: Any, client_for: Any, store: SnapshotStore, tmp_path: Path):
