@@ -1,11 +1,12 @@
 """Single files over a sandbox's tar streams: size-checked reads, streamed writes, copies.
 
 A member is read from ``export_tar([path])``: its header arrives before its data, so a
-read knows the size before it transfers anything and stops after ``limit`` bytes.
+read knows the size before it keeps any data, and keeps at most ``limit`` bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import posixpath
 import tarfile
@@ -14,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO
 
-from sandbank.errors import ConfigurationError, WorkspacePathError
+from sandbank.errors import ConfigurationError, SandbankError, WorkspacePathError
 from sandbank.providers.base import WORKSPACE, Sandbox, normalize_path
 
 __all__ = [
@@ -80,7 +81,11 @@ async def read_member(box: Sandbox, rel: str, *, limit: int | None, strict: bool
             if len(buf) >= end:
                 return Member(rel, info, bytes(buf[info.offset_data : end]))
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        # Read to the end rather than close early: ``Sandbox.export_tar`` does not close the
+        # provider's stream when its consumer does, and a provider thread would stay blocked.
+        with contextlib.suppress(SandbankError):
+            async for _ in stream:
+                pass
     raise ConfigurationError(f"the sandbox returned a truncated archive for {rel!r}; try again")
 
 

@@ -6,6 +6,7 @@ provider works, and so does a sandbox whose every call is a durable activity.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import tempfile
@@ -217,12 +218,14 @@ class SandbankSandboxSession(BaseSandboxSession):
         if user is not None:
             await self._check_rm_with_exec(path, recursive=recursive, user=user)
         rel = self._rel(path, for_write=True)
+        if recursive:
+            with contextlib.suppress(PathNotFound):
+                await self.sandbox.remove(rel)
+            return
         entry = await self._entry(rel)
         if entry is None:
-            if recursive:
-                return
             raise PathNotFound(rel, self.sandbox.id)
-        if entry.isdir() and not recursive and await self.sandbox.list_tree(rel):
+        if entry.isdir() and await self.sandbox.list_tree(rel):
             raise ConfigurationError(f"directory {rel!r} is not empty; remove it recursively")
         await self.sandbox.remove(rel)
 
