@@ -11,7 +11,7 @@ import agents
 import pytest
 from agents.exceptions import UserError
 from agents.testing import function_call
-from conftest import answer, patch, run_python, run_turn, scripted, shell, tool_outputs
+from sdk_helpers import answer, patch, run_python, run_turn, scripted, shell, tool_outputs
 
 from sandbank.providers.base import Sandbox, SandboxStatus
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from agents.sandbox.errors import InvalidManifestPathError, WorkspaceReadNotFoundError
 from agents.sandbox.files import EntryKind
-from conftest import answer, patch, run_turn, scripted, shell, tool_outputs
+from sdk_helpers import answer, patch, run_turn, scripted, shell, tool_outputs
 
 from sandbank.agents import FileTooLarge, SandbankSandboxClient
 from sandbank.agents.session import SandbankSandboxSession

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import (
+from sdk_helpers import (
     answer,
     patch,
     run_python,

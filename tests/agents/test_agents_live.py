@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_turn, session_state
+from sdk_helpers import run_turn, session_state
 
 from sandbank.agents import model_for
 from sandbank.snapshots import SnapshotStore

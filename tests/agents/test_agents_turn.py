@@ -9,7 +9,7 @@ import pytest
 from agents.sandbox import Manifest as SdkManifest
 from agents.sandbox.entries import File
 from agents.sandbox.snapshot import LocalSnapshotSpec
-from conftest import answer, patch, run_turn, scripted, session_state, shell, tool_outputs
+from sdk_helpers import answer, patch, run_turn, scripted, session_state, shell, tool_outputs
 
 from sandbank.agents import SandbankClientOptions, SandbankSandboxClient, model_for
 from sandbank.errors import ManifestError
