@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,40 @@ async def test_manifest_root_elsewhere_is_refused(local: Any, client_for: Any):
     client = client_for(local)
     with pytest.raises(ManifestError, match="always at /workspace"):
         await client.create(manifest=SdkManifest(root="/srv/app"))
+
+
+async def test_resume_reattaches_to_a_live_sandbox(
+    local: Any, client_for: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """A resumed session whose sandbox still exists reuses it: no restore while its listing
+    matches the snapshot; a workspace changed behind the session's back is restored."""
+    client = client_for(local)
+    restores: list[str] = []
+    real_restore = client._snapshots.restore
+
+    async def counted(box: Any, snapshot_id: str) -> None:
+        restores.append(snapshot_id)
+        await real_restore(box, snapshot_id)
+
+    monkeypatch.setattr(client._snapshots, "restore", counted)
+    session = await client.create()
+    await session.start()
+    await session.write(Path("/workspace/a.txt"), io.BytesIO(b"persisted"))
+    await session.stop()  # snapshot to the store, sandbox kept (no delete)
+    state = client.deserialize_session_state(client.serialize_session_state(session.state))
+    box = session._inner.sandbox
+
+    again = await client.resume(state)
+    await again.start()
+    assert again._inner.sandbox.id == box.id
+    assert await box.read_file("a.txt") == b"persisted"
+    assert restores == []
+
+    await box.write_file("stray.txt", b"not in the snapshot")
+    third = await client.resume(client.deserialize_session_state(again.state.model_dump()))
+    await third.start()
+    assert third._inner.sandbox.id == box.id
+    assert {e.path for e in await box.list_tree()} == {"a.txt"}
+    assert restores == [state.snapshot.snapshot_id]
+    await client.delete(third)
+    assert box.id not in {i.id for i in await local.list()}
