@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sdk_helpers import (
     answer,
     patch,
@@ -61,6 +62,30 @@ asyncio.run(main(*sys.argv[1:]))
 """
 
 
+async def first_host(tmp_path: Path, store: SnapshotStore, bwrap: str) -> tuple[Any, Any]:
+    """Run one turn on host A's local provider; return (its session state, its digest)."""
+    client = SandbankSandboxClient(
+        LocalProvider(state_dir=tmp_path / "data-a", bwrap=bwrap), store=store
+    )
+    build = (
+        "mkdir -p src/pkg empty && head -c 300000 /dev/urandom > src/data.bin && "
+        "printf '#!/bin/sh\\necho run\\n' > run.sh && chmod 755 run.sh && "
+        "ln -s src/data.bin latest && chmod 600 src/data.bin"
+    )
+    first = await run_turn(
+        scripted(
+            shell(build, "a1"),
+            patch("*** Add File: src/pkg/mod.py\n+VALUE = 1\n", "a2"),
+            shell(DIGEST, "a3"),
+            answer(),
+        ),
+        client=client,
+    )
+    digest = json.loads(tool_outputs(first)[2].split("Output:\n", 1)[1])
+    assert {"./src/data.bin", "./latest", "./run.sh", "./empty", "./src/pkg/mod.py"} <= set(digest)
+    return session_state(first), digest
+
+
 async def test_resumed_on_another_host_gets_its_workspace_back(
     tmp_path: Path, bwrap: str, monkeypatch: Any
 ):
@@ -70,29 +95,8 @@ async def test_resumed_on_another_host_gets_its_workspace_back(
     monkeypatch.setenv("XDG_STATE_HOME", str(xdg_a))
     store_path = tmp_path / "shared-store"
     async with await SnapshotStore.open(store_path, cache_dir=False) as store:
-        client = SandbankSandboxClient(
-            LocalProvider(state_dir=tmp_path / "data-a", bwrap=bwrap), store=store
-        )
-        build = (
-            "mkdir -p src/pkg empty && head -c 300000 /dev/urandom > src/data.bin && "
-            "printf '#!/bin/sh\\necho run\\n' > run.sh && chmod 755 run.sh && "
-            "ln -s src/data.bin latest && chmod 600 src/data.bin"
-        )
-        first = await run_turn(
-            scripted(
-                shell(build, "a1"),
-                patch("*** Add File: src/pkg/mod.py\n+VALUE = 1\n", "a2"),
-                shell(DIGEST, "a3"),
-                answer(),
-            ),
-            client=client,
-        )
-    digest_a = json.loads(tool_outputs(first)[2].split("Output:\n", 1)[1])
-    assert {"./src/data.bin", "./latest", "./run.sh", "./empty", "./src/pkg/mod.py"} <= set(
-        digest_a
-    )
+        state, digest_a = await first_host(tmp_path, store, bwrap)
     assert not list(xdg_a.rglob("*.tar")), "the SDK's one-host tar was written"
-    state = session_state(first)
     (tmp_path / "state.json").write_text(json.dumps(state))
 
     out = await run_python(
@@ -104,3 +108,18 @@ async def test_resumed_on_another_host_gets_its_workspace_back(
     assert digest_b == digest_a
     assert out["state"]["sandbox_id"] != state["sandbox_id"]
     assert out["state"]["snapshot"]["snapshot_id"] != state["snapshot"]["snapshot_id"]
+
+
+@pytest.mark.docker
+async def test_resumed_on_another_provider(
+    tmp_path: Path, bwrap: str, docker: Any, store: SnapshotStore
+):
+    """A local session resumes on docker (a new container, restored from the store)."""
+    state, digest_a = await first_host(tmp_path, store, bwrap)
+    client = SandbankSandboxClient(docker, store=store)
+    resumed = await run_turn(
+        scripted(shell(DIGEST, "b1"), answer()),
+        client=client, session_state=client.deserialize_session_state(state),
+    )  # fmt: skip
+    assert json.loads(tool_outputs(resumed)[0].split("Output:\n", 1)[1]) == digest_a
+    assert session_state(resumed)["provider"] == "docker"
