@@ -17,10 +17,15 @@ from typing import Any
 from agents import OpenAIResponsesModel
 from agents.items import ModelResponse, TResponseOutputItem, TResponseStreamEvent
 from agents.models.interface import Model
-from agents.testing import ScriptedModel, assistant_message, function_call
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from agents.usage import Usage
 from openai import AsyncOpenAI
-from openai.types.responses import ResponseCustomToolCall
+from openai.types.responses import Response, ResponseCompletedEvent, ResponseCustomToolCall
+from openai.types.responses.response_usage import (
+    InputTokensDetails,
+    OutputTokensDetails,
+    ResponseUsage,
+)
 
 __all__ = ["SCRIPTED", "ScriptedAgentModel", "model_for"]
 
@@ -104,12 +109,33 @@ class ScriptedAgentModel(Model):
         tracing: Any,
         **kwargs: Any,
     ) -> AsyncIterator[TResponseStreamEvent]:
-        # The SDK's ScriptedModel turns one step into the streamed events of a response.
-        step = ScriptedModel([self.plan(input, tools)])
-        return step.stream_response(
+        # The SDK's ScriptedModel turns a step into the streamed events of a response; it
+        # cannot for a custom tool call (apply_patch), so that step streams as one event.
+        items = self.plan(input, tools)
+        step: Any = items
+        if any(isinstance(item, ResponseCustomToolCall) for item in items):
+            step = ModelStep.stream([_completed(items)], output=items)
+        return ScriptedModel([step]).stream_response(
             system_instructions, input, model_settings, tools, output_schema, handoffs, tracing,
             **kwargs,
         )  # fmt: skip
+
+
+def _completed(items: list[TResponseOutputItem]) -> ResponseCompletedEvent:
+    usage = ResponseUsage(
+        input_tokens=0, output_tokens=0, total_tokens=0,
+        # model_validate: openai releases differ in which detail fields they require.
+        input_tokens_details=InputTokensDetails.model_validate(
+            {"cached_tokens": 0, "cache_write_tokens": 0}
+        ),
+        output_tokens_details=OutputTokensDetails.model_validate({"reasoning_tokens": 0}),
+    )  # fmt: skip
+    response = Response(
+        id="scripted-response", created_at=0, model=SCRIPTED, object="response", output=items,
+        tool_choice="none", tools=[], top_p=None, parallel_tool_calls=False,
+        status="completed", usage=usage,
+    )  # fmt: skip
+    return ResponseCompletedEvent(type="response.completed", response=response, sequence_number=0)
 
 
 def _get(item: Any, key: str) -> Any:

@@ -18,13 +18,17 @@ from typing import Literal
 from agents.sandbox.session.dependencies import Dependencies
 from agents.sandbox.snapshot import SnapshotBase
 
-from sandbank.errors import NotSupported
+from sandbank.errors import ConfigurationError
 from sandbank.providers.base import Sandbox
 from sandbank.snapshots import SnapshotStore
 
 __all__ = ["FINGERPRINT_VERSION", "SandbankSnapshot", "StoreSnapshots", "listing_fingerprint"]
 
 FINGERPRINT_VERSION = "sandbank_listing_v1"
+_ONLY_OURS = (
+    "a sandbank snapshot is written to and restored from a snapshot store by a "
+    "SandbankSandboxClient session, not as a tar stream; resume it with that client"
+)
 
 
 class SandbankSnapshot(SnapshotBase):
@@ -34,16 +38,10 @@ class SandbankSnapshot(SnapshotBase):
     snapshot_id: str | None = None
 
     async def persist(self, data: io.IOBase, *, dependencies: Dependencies | None = None) -> None:
-        raise NotSupported(
-            "openai-agents", "a sandbank snapshot from a tar stream",
-            "a SandbankSandboxClient session writes it to its store; use that client",
-        )  # fmt: skip
+        raise ConfigurationError(_ONLY_OURS)
 
     async def restore(self, *, dependencies: Dependencies | None = None) -> io.IOBase:
-        raise NotSupported(
-            "openai-agents", "restoring a sandbank snapshot as a tar stream",
-            "a SandbankSandboxClient session restores it from its store; use that client",
-        )  # fmt: skip
+        raise ConfigurationError(_ONLY_OURS)
 
     async def restorable(self, *, dependencies: Dependencies | None = None) -> bool:
         return self.snapshot_id is not None

@@ -7,10 +7,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agents import RunConfig, Runner
 from agents.sandbox import Manifest as SdkManifest
+from agents.sandbox import SandboxRunConfig
 from agents.sandbox.entries import File
 from agents.sandbox.snapshot import LocalSnapshotSpec
-from sdk_helpers import answer, patch, run_turn, scripted, session_state, shell, tool_outputs
+from sdk_helpers import (
+    answer,
+    patch,
+    run_turn,
+    sandbox_agent,
+    scripted,
+    session_state,
+    shell,
+    tool_outputs,
+)
 
 from sandbank.agents import SandbankClientOptions, SandbankSandboxClient, model_for
 from sandbank.errors import ManifestError
@@ -64,6 +75,18 @@ async def test_scripted_default_model_says_so(local: Any, client_for: Any, store
     outputs = tool_outputs(result)
     assert len(outputs) == 3 and "/workspace" in outputs[0]
     assert "Created notes/turn-1-" in outputs[1] and "write a haiku" in outputs[2]
+
+
+async def test_scripted_model_streams(local: Any, client_for: Any):
+    config = RunConfig(
+        model=model_for(None), tracing_disabled=True,
+        sandbox=SandboxRunConfig(client=client_for(local)),
+    )  # fmt: skip
+    streamed = Runner.run_streamed(sandbox_agent(), "stream it", run_config=config, max_turns=20)
+    kinds = [event.type async for event in streamed.stream_events()]
+    assert "raw_response_event" in kinds and "run_item_stream_event" in kinds
+    assert "[scripted model" in streamed.final_output
+    assert "wrote notes/turn-1-" in streamed.final_output  # all three tool calls ran
 
 
 async def test_incremental_persist_uploads_only_the_change(
