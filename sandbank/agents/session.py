@@ -101,6 +101,7 @@ class SandbankSandboxSession(BaseSandboxSession):
                 return
             if not self.state.owns_sandbox:
                 raise SandboxLost(box.id, "the sandbox handed to this session is gone")
+            await box.aclose()  # lost: a new sandbox replaces it, restored from the snapshot
         if self._provider is None:
             raise ConfigurationError("this session has no provider to create a sandbox with")
         self._box = await self._provider.create(Manifest.parse(self.state.sandbox_manifest))
