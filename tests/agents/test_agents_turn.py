@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,20 @@ async def test_resume_reattaches_to_a_live_sandbox(
     assert restores == [state.snapshot.snapshot_id]
     await client.delete(third)
     assert box.id not in {i.id for i in await local.list()}
+
+
+async def test_a_lost_sandbox_is_rebuilt_from_its_snapshot(local: Any, client_for: Any):
+    """When the sandbox dies under a session, the next start makes a new one and restores."""
+    client = client_for(local)
+    session = await client.create()
+    await session.start()
+    await session.write(Path("/workspace/keep.txt"), io.BytesIO(b"from the snapshot"))
+    await session.stop()
+    lost = session._inner.sandbox
+    await asyncio.to_thread(shutil.rmtree, lost.host_path)  # the workspace vanishes
+    again = await client.resume(client.deserialize_session_state(session.state.model_dump()))
+    await again.start()
+    box = again._inner.sandbox
+    assert box.id != lost.id
+    assert await box.read_file("keep.txt") == b"from the snapshot"
+    await client.delete(again)
