@@ -27,7 +27,14 @@ if TYPE_CHECKING:
         SnapshotError,
         WorkspacePathError,
     )
-    from sandbank.manifest import Image, Manifest, Resources
+    from sandbank.manifest import (
+        Image,
+        Manifest,
+        Resources,
+        SetupFailed,
+        SourceError,
+        create_sandbox,
+    )
     from sandbank.providers import (
         Capabilities,
         ExecResult,
@@ -63,7 +70,10 @@ _LOCATIONS = {
         ],
         _ERRORS,
     ),
-    **dict.fromkeys(["Image", "Manifest", "Resources"], "sandbank.manifest"),
+    **dict.fromkeys(
+        ["Image", "Manifest", "Resources", "SetupFailed", "SourceError", "create_sandbox"],
+        "sandbank.manifest",
+    ),
     **dict.fromkeys(
         [
             "Capabilities",
@@ -118,9 +128,12 @@ __all__ = [
     "SandboxLost",
     "SandboxNotFound",
     "SandboxStatus",
+    "SetupFailed",
     "SnapshotError",
+    "SourceError",
     "WorkspacePathError",
     "__version__",
+    "create_sandbox",
     "get_provider",
     "list_providers",
 ]
