@@ -161,7 +161,7 @@ async def _write(box: Sandbox, source: Source) -> dict[str, Any]:
     try:
         await box.import_tar(stream_from_thread(produce))
     except WorkspacePathError as exc:
-        raise SourceError(f"{source.where}.path", str(exc)) from None
+        raise SourceError(f"{source.where}.path", f"{source.target!r}: {exc}") from None
     except SourceError:
         raise
     except ConfigurationError as exc:

@@ -314,7 +314,13 @@ class _UrlSource(Source):
                 versions.append([rel, version])
         except SourceError:
             raise
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            cause = exc.__cause__  # fsspec's http turns a failed connection into this
+            missing = isinstance(cause, FileNotFoundError) or getattr(cause, "status", 0) == 404
+            if cause is not None and not missing:
+                raise SourceError(
+                    self.field, f"cannot read {self.url!r}: {cause}", retryable=True
+                ) from None
             raise SourceError(self.field, f"{self.url!r} does not exist; fix the URL") from None
         except Exception as exc:
             raise SourceError(
