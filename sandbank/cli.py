@@ -11,11 +11,13 @@ import importlib
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import click
+from rich.cells import cell_len
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from sandbank.errors import SandbankError
@@ -56,6 +58,41 @@ def run_async(work: Callable[[], Awaitable[T]]) -> T:
     except SandbankError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         sys.exit(2)
+
+
+_NARROWEST = 6
+"""Columns other than ``whole`` ones shrink to this many characters before those fold too."""
+
+
+def print_table(table: Table, to: Console | None = None, whole: Sequence[str] = ()) -> None:
+    """Print ``table`` with nothing cut: in a narrow terminal its cells fold onto more lines.
+
+    The columns headed ``whole`` (ids) keep their full width while the others can make room
+    by folding down to ``_NARROWEST`` characters; only a terminal narrower still folds them.
+    """
+    out = to or console
+    columns = table.columns
+    for column in columns:
+        column.overflow = "fold"
+        column.no_wrap = False
+    heads = table.show_header
+    natural = [
+        max([cell_len(str(c)) for c in col.cells] + [cell_len(str(col.header)) if heads else 1])
+        for col in columns
+    ]
+    measured = Measurement.get(out, out.options.update_width(1 << 20), table).maximum
+    room = out.width - (measured - sum(natural))  # less borders and padding
+    keep = [column.header in whole for column in columns]
+    kept = sum(n for n, k in zip(natural, keep, strict=True) if k)
+    others = [n for n, k in zip(natural, keep, strict=True) if not k]
+    if sum(natural) > room and others:
+        cap = max(others)
+        while cap > _NARROWEST and kept + sum(min(n, cap) for n in others) > room:
+            cap -= 1
+        if kept + sum(min(n, cap) for n in others) <= room:
+            for column, n, k in zip(columns, natural, keep, strict=True):
+                column.width = n if k else min(n, cap)
+    out.print(table)
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -136,7 +173,7 @@ def providers(as_json: bool) -> None:
             ", ".join(row["capabilities"]) or "-",
             row["detail"],
         )
-    console.print(table)
+    print_table(table, whole=("provider",))
 
 
 def _stream_to_terminal(stream: str, data: bytes) -> None:
@@ -217,7 +254,7 @@ def sandbox_ls(provider_names: tuple[str, ...], options: tuple[str, ...], as_jso
         table.add_row(
             row["id"], row["provider"], row["status"], row["image"] or "-", row["isolation"] or "-"
         )
-    console.print(table)
+    print_table(table, whole=("id",))
 
 
 @sandbox.command("exec", context_settings={"ignore_unknown_options": True})

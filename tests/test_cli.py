@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -11,15 +12,24 @@ from pathlib import Path
 import pytest
 
 
-def sandbank(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def sandbank(
+    *args: str, stdin: str | None = None, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sandbank", *args],
         capture_output=True,
         text=True,
         input=stdin,
         timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": str(columns)},
     )
+
+
+def column(table: str, n: int) -> str:
+    """The text of column ``n`` of a boxed rich table, its folded lines joined."""
+    assert "…" not in table  # nothing is cut with an ellipsis
+    rows = [line.split("│")[1:-1] for line in table.splitlines() if line.startswith("│")]
+    return "".join(cells[n].strip() for cells in rows)
 
 
 @pytest.fixture
@@ -41,6 +51,14 @@ def test_providers_table() -> None:
     out = sandbank("providers")
     assert out.returncode == 0, out.stderr
     assert "local" in out.stdout and "isolation" in out.stdout
+
+
+def test_providers_table_folds_in_a_narrow_terminal() -> None:
+    names = [row["name"] for row in json.loads(sandbank("providers", "--json").stdout)]
+    out = sandbank("providers", columns=40)
+    assert out.returncode == 0, out.stderr
+    assert max(len(line) for line in out.stdout.splitlines()) <= 40
+    assert column(out.stdout, 0) == "".join(names)
 
 
 def test_run_streams_output_and_passes_the_exit_code(state: str) -> None:
@@ -96,8 +114,44 @@ async def test_sandbox_ls_exec_rm(tmp_path: Path, state: str) -> None:
     assert "not found" in missing.stderr
 
 
+async def test_sandbox_ls_folds_ids_in_a_narrow_terminal(tmp_path: Path, state: str) -> None:
+    """An id must be copyable into `sandbox rm` at any width: folded, never cut."""
+    from sandbank import get_provider
+
+    provider = get_provider("local", state_dir=str(tmp_path / "state"))
+    box = await provider.create()
+    await box.aclose()
+    try:
+        out = sandbank("sandbox", "ls", "-p", "local", "-o", state, columns=40)
+        assert out.returncode == 0, out.stderr
+        assert max(len(line) for line in out.stdout.splitlines()) <= 40
+        assert len(box.id) > 8 and column(out.stdout, 0) == box.id
+        assert column(out.stdout, 1) == "local"
+    finally:
+        await provider.destroy(box.id)
+
+
 def test_docker_run_with_image(docker_image: str) -> None:
     out = sandbank(
         "run", "-p", "docker", "--image", docker_image, "--", "python3", "-c", "print(6*7)"
     )
     assert (out.returncode, out.stdout) == (0, "42\n")
+
+
+@pytest.mark.parametrize("width", [30, 40, 60, 80, 120])
+def test_print_table_never_cuts_and_keeps_ids_whole_when_there_is_room(width: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sandbank.cli import print_table
+
+    sid, path = "sb-" + "0123456789abcdef" * 2, "/a/rather/long/path/to/a/workspace/dir"
+    table = Table("id", "provider", "status", "source")
+    table.add_row(sid, "local", "running", path)
+    sink = io.StringIO()
+    print_table(table, Console(width=width, file=sink), whole=("id",))
+    text = sink.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width
+    assert [column(text, n) for n in range(4)] == [sid, "local", "running", path]
+    if width >= 80:  # the others fold first: the id stays on one line
+        assert any(f"│ {sid} " in line for line in text.splitlines())

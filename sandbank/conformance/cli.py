@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sandbank.cli import json_flag, option_flag, parse_options
+from sandbank.cli import json_flag, option_flag, parse_options, print_table
 from sandbank.errors import SandbankError
 
 from .runner import ConformanceReport, run_conformance
@@ -60,10 +60,10 @@ def render_report(report: ConformanceReport, console: Console) -> None:
             behaviour.append(f"\n{outcome.reason}", style=style)
         table.add_row(
             Text(_LABEL[outcome.outcome], style=_STYLE[outcome.outcome]),
-            Text(outcome.test, no_wrap=True, overflow="fold"),
+            Text(outcome.test),
             behaviour,
         )
-    console.print(table)
+    print_table(table, console, whole=("test",))
     summary = report.summary
     style = "green" if report.ok else "bold red"
     console.print(

@@ -18,19 +18,21 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from sandbank._streams import SyncReader
 from sandbank.durable import types as t
 from sandbank.durable._journal import WRAPPER, parse_journal_output, valid_exec_id
+from sandbank.durable.failures import to_application_error
 from sandbank.errors import (
     ConfigurationError,
     ExecTimeout,
     NotSupported,
+    ProviderUnavailable,
     SandbankError,
     SandboxLost,
     SandboxNotFound,
@@ -40,7 +42,13 @@ from sandbank.manifest import Manifest
 from sandbank.providers.base import ExecResult, Provider, Sandbox
 from sandbank.providers.registry import get_provider
 
-__all__ = ["HEARTBEAT_EVERY", "SandboxActivities", "provider_locality", "to_application_error"]
+__all__ = [
+    "HEARTBEAT_EVERY",
+    "SandboxActivities",
+    "provider_locality",
+    "save_blob",
+    "to_application_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,41 +79,6 @@ def provider_locality(provider: Provider) -> str:
     return provider.name
 
 
-def to_application_error(exc: BaseException) -> BaseException:
-    """The one mapping from sandbank errors to Temporal failures; other errors pass through.
-
-    The failure type is the error's class name and ``non_retryable`` is ``not retryable``;
-    an ``ExecTimeout`` carries its partial output as details, any other error its simple
-    attributes (``path``, ``provider``, ``sandbox_id``, ...).
-    """
-    if isinstance(exc, ApplicationError) or not isinstance(exc, SandbankError):
-        return exc
-    details: list[Any] = []
-    if isinstance(exc, ExecTimeout):
-        details.append(_exec_output(exc.result, timed_out=True))
-    else:
-        simple = (str, int, float, bool)
-        details.append({k: v for k, v in vars(exc).items() if isinstance(v, simple)})
-    return ApplicationError(
-        str(exc), *details, type=type(exc).__name__, non_retryable=not exc.retryable
-    )
-
-
-def _exec_output(result: ExecResult, **extra: Any) -> t.ExecOutput:
-    return t.ExecOutput(
-        exit_code=result.exit_code,
-        stdout_b64=t.b64encode(result.stdout[: t.INLINE_LIMIT]),
-        stderr_b64=t.b64encode(result.stderr[: t.STDERR_LIMIT]),
-        duration=result.duration,
-        truncated=result.truncated
-        or len(result.stdout) > t.INLINE_LIMIT
-        or len(result.stderr) > t.STDERR_LIMIT,
-        stdout_size=len(result.stdout),
-        stderr_size=len(result.stderr),
-        **extra,
-    )
-
-
 async def _heartbeating(work: Awaitable[T], details: Callable[[], Any] | None = None) -> T:
     """Await ``work`` while heartbeating every ``HEARTBEAT_EVERY`` seconds."""
     task = asyncio.ensure_future(work)
@@ -129,6 +102,7 @@ class SandboxActivities:
     ``providers`` maps provider names to configured providers (or is a factory taking the
     name); by default the registry builds them with no options. ``store`` is the snapshot
     store (a ``SnapshotStore``) used for checkpoints and for data above the inline limit.
+    ``unavailable_timeout`` bounds, in seconds, the retries of an unavailable provider.
     """
 
     def __init__(
@@ -138,12 +112,16 @@ class SandboxActivities:
         *,
         inline_limit: int = t.INLINE_LIMIT,
         locality: str | None = None,
+        unavailable_timeout: float = 10.0,
     ) -> None:
         self._providers = providers
         self._provider_cache: dict[str, Provider] = {}
         self.store = store
         self.inline_limit = inline_limit
         self._locality = locality
+        self.unavailable_timeout = unavailable_timeout
+        """Seconds an unavailable provider (engine down, SDK missing) is retried before the
+        call fails with ``ProviderUnavailable``."""
         self.worker_queue: str | None = None
         """This worker's own task queue for the sandboxes it creates (set by
         ``build_worker``, which polls it); None leaves sandboxes on the shared queue."""
@@ -173,6 +151,7 @@ class SandboxActivities:
             self.digest,
             self.digest_listing,
             self.snapshot_digest_listing,
+            self.find_intact,
         ]
 
     async def aclose(self) -> None:
@@ -246,16 +225,59 @@ class SandboxActivities:
         self._boxes.pop(ref.key, None)
         self._journals.pop(ref.key, None)
 
-    async def _run(self, ref: t.SandboxRef | None, work: Callable[[], Awaitable[T]]) -> T:
-        """Run one activity body: errors mapped, a lost sandbox's handle dropped."""
+    async def _run(
+        self,
+        ref: t.SandboxRef | None,
+        work: Callable[[], Awaitable[T]],
+        provider: str | None = None,
+    ) -> T:
+        """Run one activity body: errors mapped, a lost sandbox's handle dropped, an
+        unavailable provider retried only within ``unavailable_timeout``."""
         try:
             return await work()
         except (SandboxLost, SandboxNotFound) as exc:
             if ref is not None:
                 self._forget(ref)
             raise to_application_error(exc) from exc
+        except ProviderUnavailable as exc:
+            name = provider or (ref.provider if ref is not None else None)
+            unavailable, final = self._unavailable(exc, name)
+            raise to_application_error(unavailable, non_retryable=final) from exc
         except SandbankError as exc:
             raise to_application_error(exc) from exc
+
+    def _unavailable(
+        self, exc: ProviderUnavailable, name: str | None
+    ) -> tuple[ProviderUnavailable, bool]:
+        """``exc`` naming the provider and where it lives, and whether this attempt is the
+        last: it is once another retry would end past ``unavailable_timeout`` seconds since
+        the first attempt (Temporal's backoff would otherwise retry for about a minute)."""
+        address = ""
+        if name is not None:
+            with contextlib.suppress(SandbankError):
+                locality = provider_locality(self.provider(name))
+                address = locality.split(":", 1)[1] if ":" in locality else ""
+        info = _activity_info()
+        elapsed, final = 0.0, not exc.retryable
+        if info is not None and not final:
+            elapsed = (datetime.now(UTC) - info.scheduled_time).total_seconds()
+            final = elapsed + _next_retry_wait(info) > self.unavailable_timeout
+        message = str(exc)
+        if name is not None:
+            at = f" at {address}" if address else ""
+            message = f"provider {name!r}{at} is unavailable: {message}"
+        if final and exc.retryable and info is not None:
+            message += (
+                f" (gave up after {elapsed:.1f}s and {info.attempt} attempts; the worker's "
+                f"unavailable_timeout is {self.unavailable_timeout:g}s)"
+            )
+        out = ProviderUnavailable(message, retryable=exc.retryable)
+        out.__dict__.update({k: v for k, v in vars(exc).items() if k != "retryable"})
+        if name is not None:
+            out.provider = name  # type: ignore[attr-defined]
+        if address:
+            out.address = address  # type: ignore[attr-defined]
+        return out, final
 
     def _store(self) -> Any:
         if self.store is None:
@@ -282,7 +304,7 @@ class SandboxActivities:
                 durable_exec=caps.durable_exec,
             )
 
-        return await self._run(None, work)
+        return await self._run(None, work, inp.provider)
 
     @activity.defn(name=t.STATUS)
     async def status(self, ref: t.SandboxRef) -> t.StatusOutput:
@@ -420,12 +442,18 @@ class SandboxActivities:
                     f"exec wrapper exited {raw.exit_code}: {raw.stderr[-500:]!r}",
                 )
             res = parse_journal_output(raw.stdout, self.inline_limit, t.STDERR_LIMIT)
+            stdout, stderr = res.stdout, res.stderr
+            if inp.output_limit is not None:
+                stdout, stderr = stdout[: inp.output_limit], stderr[: inp.output_limit]
+            if activity.info().is_local and len(stdout) + len(stderr) > t.LOCAL_RESULT_LIMIT:
+                # Too loud for the workflow task: a regular activity collects the record.
+                return t.ExecOutput(exit_code=-1, duration=time.monotonic() - started, pending=True)
             output = t.ExecOutput(
                 exit_code=res.exit_code,
-                stdout_b64=t.b64encode(res.stdout),
-                stderr_b64=t.b64encode(res.stderr),
+                stdout_b64=t.b64encode(stdout),
+                stderr_b64=t.b64encode(stderr),
                 duration=time.monotonic() - started,
-                truncated=res.stdout_size > len(res.stdout) or res.stderr_size > len(res.stderr),
+                truncated=res.stdout_size > len(stdout) or res.stderr_size > len(stderr),
                 stdout_size=res.stdout_size,
                 stderr_size=res.stderr_size,
                 resumed=res.resumed,
@@ -439,7 +467,7 @@ class SandboxActivities:
                 )
             if output.timed_out:
                 result = ExecResult(
-                    exit_code=res.exit_code, stdout=res.stdout, stderr=res.stderr,
+                    exit_code=res.exit_code, stdout=stdout, stderr=stderr,
                     duration=output.duration, truncated=output.truncated,
                 )  # fmt: skip
                 raise ExecTimeout(inp.argv, timeout, result)
@@ -475,9 +503,9 @@ class SandboxActivities:
             box = await self._box(inp.sandbox)
             data = await _heartbeating(box.read_file(inp.path))
             limit = min(inp.limit, self.inline_limit)
-            if len(data) > limit:
+            if len(data) > limit and not inp.truncate:
                 raise t.PayloadTooLarge(f"file {inp.path!r}", len(data), limit)
-            return t.ReadFileOutput(data_b64=t.b64encode(data), size=len(data))
+            return t.ReadFileOutput(data_b64=t.b64encode(data[:limit]), size=len(data))
 
         return await self._run(inp.sandbox, work)
 
@@ -554,12 +582,7 @@ class SandboxActivities:
         return await self._run(None, work)
 
     async def _save_blob(self, data: bytes, name: str) -> t.BlobRef:
-        store = self._store()
-        name = name or "blob"
-        with tempfile.TemporaryDirectory(prefix="sandbank-blob-") as tmp:
-            await asyncio.to_thread(Path(tmp, name).write_bytes, data)
-            record = await store.snapshot(tmp, tags=("blob",))
-        return t.BlobRef(snapshot_id=record.id, name=name, size=len(data))
+        return await save_blob(self._store(), data, name)
 
     async def _load_blob(self, blob: t.BlobRef) -> bytes:
         store = self._store()
@@ -640,6 +663,36 @@ class SandboxActivities:
 
         return await self._run(None, work)
 
+    @activity.defn(name=t.FIND_INTACT)
+    async def find_intact(self, inp: t.FindIntactInput) -> t.FindIntactOutput:
+        """The newest snapshot that verifies (every object it needs re-read and re-hashed),
+        starting at ``snapshot_id`` and walking its parents; what is wrong with the others."""
+
+        async def work() -> t.FindIntactOutput:
+            store = self._store()
+            damaged: list[t.DamagedCheckpoint] = []
+            current: str | None = inp.snapshot_id
+            while current is not None and len(damaged) < inp.limit:
+                try:
+                    record = await store.get(current)
+                    report = await _heartbeating(store.verify([record.id]))
+                except SnapshotError as exc:
+                    if exc.retryable:
+                        raise
+                    damaged.append(t.DamagedCheckpoint(current, f"{type(exc).__name__}: {exc}"))
+                    break  # no record to follow
+                if report.ok:
+                    logical = getattr(record.stats, "logical_bytes", 0)
+                    return t.FindIntactOutput(record.id, logical, damaged)
+                problems = "; ".join(f"{p.object}: {p.detail}" for p in report.problems[:5])
+                if len(report.problems) > 5:
+                    problems += f" (+{len(report.problems) - 5} more)"
+                damaged.append(t.DamagedCheckpoint(record.id, problems))
+                current = record.parent if inp.follow_parents else None
+            return t.FindIntactOutput(None, 0, damaged)
+
+        return await self._run(None, work)
+
     @activity.defn(name=t.DIGEST)
     async def digest(self, ref: t.SandboxRef) -> t.DigestOutput:
         """A content digest of the workspace (paths, types, modes, bytes), for verification."""
@@ -649,6 +702,35 @@ class SandboxActivities:
             return await _heartbeating(_tree_digest(box))
 
         return await self._run(ref, work)
+
+
+async def save_blob(store: Any, data: bytes, name: str = "blob") -> t.BlobRef:
+    """Stage ``data`` in ``store`` as a one-file snapshot; ``write_file`` takes the ref."""
+    name = name or "blob"
+    with tempfile.TemporaryDirectory(prefix="sandbank-blob-") as tmp:
+        await asyncio.to_thread(Path(tmp, name).write_bytes, data)
+        record = await store.snapshot(tmp, tags=("blob",))
+    return t.BlobRef(snapshot_id=record.id, name=name, size=len(data))
+
+
+def _activity_info() -> activity.Info | None:
+    try:
+        return activity.info()
+    except RuntimeError:  # called outside an activity (tests of the body)
+        return None
+
+
+def _next_retry_wait(info: activity.Info) -> float:
+    """Seconds Temporal waits before the next attempt under the activity's retry policy."""
+    policy = info.retry_policy
+    if policy is None:
+        return 0.0
+    wait = policy.initial_interval.total_seconds() * policy.backoff_coefficient ** (
+        info.attempt - 1
+    )
+    if policy.maximum_interval is not None:
+        wait = min(wait, policy.maximum_interval.total_seconds())
+    return wait
 
 
 def _listing_digest(entries: list[Any]) -> t.DigestOutput:

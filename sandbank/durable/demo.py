@@ -6,7 +6,9 @@ SIGKILLs the worker in the middle of a turn and lets the other one finish it, fo
 session, migrates it to docker (when an engine answers; skipped with a message otherwise),
 lets it fall asleep (checkpoint, sandbox destroyed) and wakes it with a message. Every step
 prints its time and the bytes it moved; the command exits 1 if any step failed and always
-cleans up: server, workers, sandboxes and (unless ``--data-dir``) its files.
+cleans up: server, workers, sandboxes and (unless ``--data-dir``) its files, also when
+SIGINT, SIGTERM or SIGHUP stops it (exit 130). After a SIGKILL the server and the workers
+die with it (their files stay).
 """
 
 from __future__ import annotations
@@ -161,7 +163,10 @@ class Demo:
 
         self.server = await asyncio.to_thread(start_temporal, self.root)
         self.client = await self.server.connect()
-        return f"temporal dev server on {self.server.address} (SQLite under {self.root})"
+        return (
+            f"temporal dev server on {self.server.address} (pid {self.server.pid}, SQLite "
+            f"under {self.root})"
+        )
 
     async def start_workers(self) -> str:
         from sandbank.durable.manager import SessionManager
@@ -435,12 +440,17 @@ def run_demo(data_dir: str | None = None, *, docker: bool = True, image: str | N
 @click.option("--json", "as_json", is_flag=True, help="Also print the steps as JSON, last.")
 def demo_command(data_dir: str | None, docker: bool, image: str | None, as_json: bool) -> None:
     """A durable session end to end: turns, a killed worker, fork, migration, sleep, wake."""
+    from sandbank._children import stop_signals_interrupt
     from sandbank.testing.services import ServiceUnavailable
 
     try:
-        ok, steps = run_demo(data_dir, docker=docker, image=image)
+        with stop_signals_interrupt():
+            ok, steps = run_demo(data_dir, docker=docker, image=image)
     except ServiceUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]: stopped everything the demo started")
+        sys.exit(130)
     if as_json:
         click.echo(json.dumps([s.__dict__ for s in steps]))
     sys.exit(0 if ok else 1)

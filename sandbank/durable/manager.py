@@ -1,11 +1,14 @@
-"""Start, list, message, fork, migrate, rename and stop sessions: a thin Temporal client.
+"""Start, list, message, fork, migrate, repair, rename and stop sessions: a thin Temporal
+client.
 
 Sessions are workflows; listing uses Temporal's visibility and each session's ``describe``
-query. There is no database of our own.
+query. There is no database of our own. Every input is size-checked here, before it reaches
+Temporal; a session's errors come back as the sandbank error they started as.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -14,10 +17,14 @@ from typing import Any
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
+from sandbank.durable import types as t
+from sandbank.durable.failures import from_failure
 from sandbank.durable.session import (
     SESSION_WORKFLOW,
     MigrateRequest,
     MigrateResult,
+    RepairRequest,
+    RepairResult,
     SessionConfig,
     SessionEvent,
     SessionInfo,
@@ -25,6 +32,7 @@ from sandbank.durable.session import (
     SessionWorkflow,
     Turn,
     TurnResult,
+    check_turn,
 )
 from sandbank.durable.worker import DEFAULT_TASK_QUEUE
 from sandbank.errors import SandbankError
@@ -36,11 +44,18 @@ log = logging.getLogger(__name__)
 
 
 class SessionManager:
-    """Client-side control of sessions on one task queue."""
+    """Client-side control of sessions on one task queue.
 
-    def __init__(self, client: Client, task_queue: str = DEFAULT_TASK_QUEUE) -> None:
+    ``store``: the workers' snapshot store, if this client can open it; file content over
+    the inline limit in a turn then travels through it instead of through Temporal.
+    """
+
+    def __init__(
+        self, client: Client, task_queue: str = DEFAULT_TASK_QUEUE, *, store: Any | None = None
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.store = store
 
     def handle(self, session_id: str) -> WorkflowHandle[Any, Any]:
         return self.client.get_workflow_handle(session_id)
@@ -78,16 +93,38 @@ class SessionManager:
             worker_timeout=worker_timeout,
             continue_after_turns=continue_after_turns,
         )
+        state = SessionState(config=config)
+        self._check_size(
+            "the session's start state (its manifest)", state,
+            "name big files in the manifest by host path, URL or git instead of inline text",
+        )  # fmt: skip
         await self.client.start_workflow(
             SessionWorkflow.run,
-            SessionState(config=config),
+            state,
             id=session_id,
             task_queue=self.task_queue,
         )
         return session_id
 
     async def send(self, session_id: str, turn: Turn) -> TurnResult:
+        """Run a turn and return its result. Oversized parts fail here with
+        ``PayloadTooLarge`` (big file content goes through ``store`` when there is one); a
+        session whose checkpoint cannot be restored raises the store's error (say
+        ``CorruptObject``), then ``SessionDamaged`` until ``repair``."""
+        turn = await self._stage(turn)
+        check_turn(turn)
+        self._check_size(
+            "the turn", turn,
+            "send fewer or smaller steps per turn; big file content goes through the "
+            "snapshot store (SessionManager(..., store=))",
+        )  # fmt: skip
         return await self._update(session_id, SessionWorkflow.send, turn, TurnResult)
+
+    async def repair(self, session_id: str, *, to: str | None = None) -> RepairResult:
+        """Roll a session back to its newest checkpoint that verifies (or to snapshot
+        ``to``), clearing its damage; the result says which turns the rollback loses."""
+        request = RepairRequest(to)
+        return await self._update(session_id, SessionWorkflow.repair, request, RepairResult)
 
     async def fork(self, session_id: str, new_session_id: str | None = None) -> str:
         new_id = new_session_id or f"{session_id}-fork-{uuid.uuid4().hex[:6]}"
@@ -100,6 +137,7 @@ class SessionManager:
         request = MigrateRequest(
             provider, json.dumps(manifest_overrides) if manifest_overrides else None
         )
+        self._check_size("the migration's manifest overrides", request, "send smaller overrides")
         return await self._update(session_id, SessionWorkflow.migrate, request, MigrateResult)
 
     async def rename(self, session_id: str, name: str) -> None:
@@ -127,6 +165,28 @@ class SessionManager:
                 log.debug("cannot describe %s: %s", execution.id, exc)
         return infos
 
+    async def _stage(self, turn: Turn) -> Turn:
+        """The turn with each file content over the inline limit staged in the store."""
+        if self.store is None:
+            return turn
+        from sandbank.durable.activities import save_blob
+
+        steps = []
+        for step in turn.steps:
+            data = step.content.encode() if step.content is not None else b""
+            if step.kind == "write" and len(data) > t.INLINE_LIMIT:
+                name = (step.path or "blob").rsplit("/", 1)[-1]
+                blob = await save_blob(self.store, data, name)
+                step = dataclasses.replace(step, content=None, blob=blob)
+            steps.append(step)
+        return dataclasses.replace(turn, steps=steps)
+
+    def _check_size(self, what: str, value: Any, hint: str) -> None:
+        payloads = self.client.data_converter.payload_converter.to_payloads([value])
+        size = sum(p.ByteSize() for p in payloads)
+        if size > t.MESSAGE_LIMIT:
+            raise t.PayloadTooLarge(what, size, t.MESSAGE_LIMIT, hint=hint)
+
     async def _update(self, session_id: str, update: Any, arg: Any, result_type: type) -> Any:
         handle = self.handle(session_id)
         try:
@@ -135,6 +195,9 @@ class SessionManager:
             return await handle.execute_update(update, arg, result_type=result_type)
         except WorkflowUpdateFailedError as exc:
             cause = exc.cause
+            typed = from_failure(cause) if cause is not None else exc
+            if isinstance(typed, SandbankError):
+                raise typed from exc
             message = getattr(cause, "message", None) or str(cause or exc)
             raise _SessionError(f"session {session_id}: {message}") from exc
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -21,13 +22,28 @@ from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from sandbank.durable import types as t
-    from sandbank.durable.workflow_sandbox import ActivityOptions, WorkflowSandbox
-    from sandbank.errors import ConfigurationError, SandbankError, SandboxLost, SandboxNotFound
+    from sandbank.durable.failures import to_application_error
+    from sandbank.durable.workflow_sandbox import (
+        ActivityOptions,
+        WorkflowSandbox,
+        command_size,
+        find_intact,
+    )
+    from sandbank.errors import (
+        ConfigurationError,
+        SandbankError,
+        SandboxLost,
+        SandboxNotFound,
+        SnapshotError,
+    )
 
 __all__ = [
     "SESSION_WORKFLOW",
+    "CheckpointMark",
     "MigrateRequest",
     "MigrateResult",
+    "RepairRequest",
+    "RepairResult",
     "SessionConfig",
     "SessionEvent",
     "SessionInfo",
@@ -39,12 +55,20 @@ __all__ = [
     "TurnHandler",
     "TurnOutcome",
     "TurnResult",
+    "check_turn",
     "register_turn_handler",
 ]
 
 SESSION_WORKFLOW = "SandbankSession"
 STEP_OUTPUT_LIMIT = 64 * 1024
 """Characters of a step's output returned to the sender (the rest stays in the sandbox)."""
+TURN_OUTPUT_LIMIT = 512 * 1024
+"""Encoded bytes of all the output, reply and error text one turn returns (a reply over
+Temporal's 2 MB payload limit would fail the session's workflow task)."""
+MAX_STEPS = 1000
+"""Steps one turn may have."""
+EVENT_DETAIL_LIMIT = 2000
+"""Characters of an event's detail kept in the session's history."""
 FULL_VERIFY_LIMIT = 64 * 1024 * 1024
 """A migration compares workspace contents up to this size; above it, listings (paths,
 types, modes, sizes), which keeps the cut-over short (the delta itself is restored from a
@@ -54,15 +78,18 @@ _CONTINUE_PATCH = "sandbank-continue-after-last-reply"
 _MIGRATE_DELTA_PATCH = "sandbank-migrate-delta-from-base"
 _TURN_CHECKPOINT_PATCH = "sandbank-turn-retried-when-checkpoint-loses-sandbox"
 _REAP_PATCH = "sandbank-reap-abandoned-sandboxes"
+_RESTORE_FAILURE_PATCH = "sandbank-failed-restore-leaves-sandbox-unused"
+_CHECKPOINT_MARKS = 100
+"""Checkpoints a session remembers the turn of (to say what a repair rolls back)."""
 _REAP_WAIT = timedelta(days=7)
 """How long the destroy of an abandoned sandbox waits for its worker to come back."""
-_TIER_DEPTH = {"none": 0, "running": 0, "paused": 1, "stopped": 2, "released": 3}
+_TIER_DEPTH = {"none": 0, "running": 0, "paused": 1, "stopped": 2, "released": 3, "damaged": 3}
 
 
 @dataclass
 class Step:
-    """One action of a turn: ``exec`` (cmd), ``write`` (path, content), ``read``, ``remove``,
-    ``mkdir`` (path)."""
+    """One action of a turn: ``exec`` (cmd), ``write`` (path, content or blob), ``read``,
+    ``remove``, ``mkdir`` (path). ``SessionManager`` moves big content into ``blob``."""
 
     kind: str
     cmd: str | list[str] | None = None
@@ -72,6 +99,8 @@ class Step:
     cwd: str | None = None
     env: dict[str, str] | None = None
     timeout: float | None = None
+    blob: t.BlobRef | None = None
+    """Content staged in the snapshot store (instead of ``content``)."""
 
 
 @dataclass
@@ -90,6 +119,8 @@ class StepResult:
     stdout: str = ""
     stderr: str = ""
     content: str | None = None
+    truncated: bool = False
+    """Output was cut to keep the turn's reply within ``TURN_OUTPUT_LIMIT``."""
 
 
 @dataclass
@@ -143,6 +174,16 @@ class SessionConfig:
 
 
 @dataclass
+class CheckpointMark:
+    snapshot_id: str
+    turn: int
+    """The number of turns the workspace had seen when it was checkpointed."""
+    rolled_back_at: int | None = None
+    """Set when a repair made this checkpoint the workspace again: the session's turn count
+    then (the turns in between were lost by that repair, not by a later one)."""
+
+
+@dataclass
 class SessionState:
     """Everything a session carries across continue-as-new: small, no file contents."""
 
@@ -162,6 +203,11 @@ class SessionState:
     stopped: bool = False
     abandoned: list[t.SandboxRef] = field(default_factory=list)
     """Sandboxes left on workers that stopped answering, destroyed if those come back."""
+    damaged: str | None = None
+    """Why the checkpoint cannot be restored (it names the damaged object); turns are
+    refused until a repair."""
+    checkpoints: list[CheckpointMark] = field(default_factory=list)
+    """The latest checkpoints with the turn each one follows."""
 
 
 @dataclass
@@ -177,6 +223,8 @@ class SessionInfo:
     forked_from: str | None
     stopped: bool
     migrating: bool = False
+    damaged: str | None = None
+    """Set when the checkpoint cannot be restored: why, naming the damaged object."""
 
 
 @dataclass
@@ -197,6 +245,28 @@ class MigrateResult:
     """What was compared: "contents" (every byte) or "listing" (big workspaces)."""
 
 
+@dataclass
+class RepairRequest:
+    to: str | None = None
+    """A snapshot to roll back to (it must verify); None: the newest checkpoint that does."""
+
+
+@dataclass
+class RepairResult:
+    session_id: str
+    checkpoint: str | None
+    """The checkpoint the session now rehydrates from."""
+    previous: str | None
+    rolled_back: bool
+    checkpoint_turn: int | None = None
+    """How many turns the workspace of ``checkpoint`` had seen (None: not remembered)."""
+    lost_turns: list[int] | None = None
+    """The turns whose changes the rollback drops (None: not known)."""
+    damaged: list[t.DamagedCheckpoint] = field(default_factory=list)
+    """The checkpoints passed over, each with what is wrong with it."""
+    message: str = ""
+
+
 TurnHandler = Callable[[WorkflowSandbox, Turn], Awaitable[TurnOutcome]]
 _HANDLERS: dict[str, TurnHandler] = {}
 
@@ -211,19 +281,31 @@ def _clip(data: bytes) -> str:
 
 
 async def run_steps(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
-    """The built-in handler: run the turn's commands and file edits in order."""
+    """The built-in handler: run the turn's commands and file edits in order.
+
+    Each step returns up to ``STEP_OUTPUT_LIMIT`` bytes of output, and the turn as a whole
+    about half of ``TURN_OUTPUT_LIMIT``: later steps' output is cut (``truncated``), so
+    neither the reply nor the workflow's history grows with what the commands print."""
     results: list[StepResult] = []
+    budget = TURN_OUTPUT_LIMIT // 2
     for step in turn.steps:
+        limit = max(min(STEP_OUTPUT_LIMIT, budget), 0)
         if step.kind == "exec":
             if step.cmd is None:
                 raise ConfigurationError("an exec step needs cmd")
-            res = await box.exec(step.cmd, cwd=step.cwd, env=step.env, timeout=step.timeout)
-            results.append(StepResult("exec", res.exit_code, _clip(res.stdout), _clip(res.stderr)))
+            res = await box.exec(
+                step.cmd, cwd=step.cwd, env=step.env, timeout=step.timeout, output_limit=limit
+            )
+            budget -= len(res.stdout) + len(res.stderr)
+            out, err = _clip(res.stdout), _clip(res.stderr)
+            results.append(StepResult("exec", res.exit_code, out, err, truncated=res.truncated))
         elif step.kind == "write":
-            await box.write_file(_path(step), step.content or "", step.mode)
+            await box.write_file(_path(step), step.blob or step.content or "", step.mode)
             results.append(StepResult("write"))
         elif step.kind == "read":
-            results.append(StepResult("read", content=_clip(await box.read_file(_path(step)))))
+            data, size = await box.read_head(_path(step), limit)
+            budget -= len(data)
+            results.append(StepResult("read", content=_clip(data), truncated=size > len(data)))
         elif step.kind == "remove":
             await box.remove(_path(step))
             results.append(StepResult("remove"))
@@ -244,6 +326,75 @@ def _path(step: Step) -> str:
 
 
 register_turn_handler("steps", run_steps)
+
+
+def _encoded(text: str) -> int:
+    return len(json.dumps(text))
+
+
+def _cut(text: str, budget: int) -> str:
+    """The longest prefix of ``text`` (roughly) whose JSON encoding fits ``budget`` bytes."""
+    keep = text
+    while keep and _encoded(keep) > budget:
+        keep = keep[: max(len(keep) * budget // _encoded(keep) - 1, 0)]
+    return keep
+
+
+def _bound_output(result: TurnResult, budget: int = TURN_OUTPUT_LIMIT) -> None:
+    """Cut the text a turn returns (error, reply, then each step's output in order) to
+    ``budget`` encoded bytes in all; a step that lost output says ``truncated``."""
+    result.error = _cut(result.error, 4096) if result.error else result.error
+    budget -= _encoded(result.error or "")
+    result.reply = _cut(result.reply, budget)
+    budget -= _encoded(result.reply)
+    for step in result.steps:
+        for name in ("stdout", "stderr", "content"):
+            text = getattr(step, name)
+            if text:
+                kept = _cut(text, max(budget, 0))
+                budget -= _encoded(kept)
+                if len(kept) < len(text):
+                    setattr(step, name, kept)
+                    step.truncated = True
+
+
+def _malformed(exc: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"the turn is malformed ({type(exc).__name__}: {exc}); send steps as "
+        f"sandbank.durable.session.Step (cmd a string or list of strings, env str to str)"
+    )
+
+
+def check_turn(turn: Turn) -> None:
+    """``PayloadTooLarge`` for a part of a turn that cannot travel through a workflow call:
+    a command line or environment over the inline limit, or inline file content over the
+    message limit (``SessionManager`` stages such content in the store)."""
+    if len(turn.steps) > MAX_STEPS:
+        raise ConfigurationError(
+            f"a turn has at most {MAX_STEPS} steps, this one {len(turn.steps)}; "
+            f"split it into several turns"
+        )
+    for number, step in enumerate(turn.steps, 1):
+        if step.cmd is not None or step.env:
+            argv = [step.cmd] if isinstance(step.cmd, str) else list(step.cmd or [])
+            size = command_size(argv, step.env)
+            if size > t.INLINE_LIMIT:
+                what = f"the command line and environment of step {number}"
+                raise t.PayloadTooLarge(what, size, hint=t.ARGV_HINT)
+        if step.content is not None:
+            size = len(step.content.encode("utf-8", "surrogatepass"))
+            if size > t.MESSAGE_LIMIT:
+                raise t.PayloadTooLarge(
+                    f"the content of step {number} ({step.path})", size, t.MESSAGE_LIMIT,
+                    hint="send it through the snapshot store: SessionManager(..., store=) "
+                    "stages it there by itself",
+                )  # fmt: skip
+    size = len(turn.message.encode("utf-8", "surrogatepass"))
+    if size > t.MESSAGE_LIMIT:
+        raise t.PayloadTooLarge(
+            "the turn's message", size, t.MESSAGE_LIMIT,
+            hint="put the text in a file of the workspace and name the file in the message",
+        )  # fmt: skip
 
 
 _PENDING = object()
@@ -282,13 +433,20 @@ class SessionWorkflow:
         self._ops.append(op)
         await workflow.wait_condition(lambda: op.id in self._results)
         result = self._results.pop(op.id)
-        if isinstance(result, SandbankError | FailureError):
+        if isinstance(result, SandbankError):
+            raise to_application_error(result, non_retryable=True)
+        if isinstance(result, FailureError):
             raise ApplicationError(str(result), type=type(result).__name__, non_retryable=True)
         return result
 
     def _accepting(self, *_: Any) -> None:
         if self.state.stopped:
             raise RuntimeError("the session is stopped; start or fork a new one")
+        if self.state.damaged:
+            raise to_application_error(self._damaged_error(), non_retryable=True)
+
+    def _damaged_error(self) -> t.SessionDamaged:
+        return t.SessionDamaged(workflow.info().workflow_id, self.state.damaged or "")
 
     @workflow.update
     async def send(self, turn: Turn) -> TurnResult:
@@ -299,13 +457,29 @@ class SessionWorkflow:
     @send.validator
     def _validate_send(self, turn: Turn) -> None:
         self._accepting()
+        try:
+            check_turn(turn)
+        except ConfigurationError as exc:
+            raise to_application_error(exc) from None
+        except Exception as exc:  # malformed input, refused before it is accepted
+            raise to_application_error(_malformed(exc)) from None
 
     @workflow.signal
     def post(self, turn: Turn) -> None:
         """Queue a turn without waiting for it (its summary lands in the history)."""
-        if not self.state.stopped:
-            self._next_op += 1
-            self._ops.append(_Op(self._next_op, "turn", turn))
+        if self.state.stopped:
+            return
+        try:
+            check_turn(turn)
+            self._accepting()
+        except (ConfigurationError, ApplicationError) as exc:
+            self._event("turn_refused", str(exc))
+            return
+        except Exception as exc:  # malformed input must not fail the task
+            self._event("turn_refused", str(_malformed(exc)))
+            return
+        self._next_op += 1
+        self._ops.append(_Op(self._next_op, "turn", turn))
 
     @workflow.update
     async def fork(self, new_session_id: str) -> str:
@@ -313,15 +487,38 @@ class SessionWorkflow:
         result: str = await self._submit("fork", new_session_id)
         return result
 
+    @fork.validator
+    def _validate_fork(self, new_session_id: str) -> None:
+        self._accepting()
+
     @workflow.update
     async def migrate(self, request: MigrateRequest) -> MigrateResult:
         result: MigrateResult = await self._submit("migrate", request)
         return result
 
+    @migrate.validator
+    def _validate_migrate(self, request: MigrateRequest) -> None:
+        self._accepting()
+
     @workflow.update
     async def checkpoint(self) -> str | None:
         result: str | None = await self._submit("checkpoint")
         return result
+
+    @checkpoint.validator
+    def _validate_checkpoint(self) -> None:
+        self._accepting()
+
+    @workflow.update
+    async def repair(self, request: RepairRequest) -> RepairResult:
+        """Roll back to the newest checkpoint that verifies (or ``request.to``)."""
+        result: RepairResult = await self._submit("repair", request)
+        return result
+
+    @repair.validator
+    def _validate_repair(self, request: RepairRequest) -> None:
+        if self.state.stopped:
+            raise RuntimeError("the session is stopped; start or fork a new one")
 
     @workflow.update
     def rename(self, name: str) -> None:
@@ -349,6 +546,7 @@ class SessionWorkflow:
             forked_from=s.forked_from,
             stopped=s.stopped,
             migrating=self._migration is not None,
+            damaged=s.damaged,
         )
 
     @workflow.query
@@ -379,6 +577,13 @@ class SessionWorkflow:
                 except (SandbankError, FailureError) as exc:
                     self._event("error", f"{op.kind}: {type(exc).__name__}: {exc}")
                     result = exc
+                except Exception as exc:  # a bad request must not wedge the task
+                    workflow.logger.exception("session op %s failed", op.kind)
+                    result = SandbankError(
+                        f"{op.kind} failed inside the session: {type(exc).__name__}: {exc}; "
+                        f"the session keeps serving (check the request, or report this)"
+                    )
+                    self._event("error", f"{op.kind}: {result}")
                 if result is not _PENDING:
                     self._results[op.id] = result
                 if op.kind in ("turn", "migrate_finish"):
@@ -428,6 +633,8 @@ class SessionWorkflow:
             return await self._migrate(op)
         if op.kind == "migrate_finish":
             return await self._migrate_finish(op.arg)
+        if op.kind == "repair":
+            return await self._repair(op.arg)
         if op.kind == "stop":
             await self._release()
             self.state.stopped = True
@@ -439,6 +646,8 @@ class SessionWorkflow:
 
     def _event(self, kind: str, detail: str = "") -> None:
         events = self.state.events
+        if len(detail) > EVENT_DETAIL_LIMIT:
+            detail = detail[: EVENT_DETAIL_LIMIT - 1] + "…"
         events.append(SessionEvent(workflow.time(), kind, detail))
         if len(events) > self.state.config.max_events:
             del events[: len(events) - self.state.config.max_events]
@@ -447,6 +656,8 @@ class SessionWorkflow:
     # -- turns ------------------------------------------------------------------------------
 
     async def _turn(self, turn: Turn) -> TurnResult:
+        if self.state.damaged:  # queued before the damage showed
+            raise self._damaged_error()
         started = workflow.time()
         self.state.turns += 1
         self._turns_this_run += 1
@@ -481,10 +692,15 @@ class SessionWorkflow:
                 if attempt == 2:
                     result.error_type, result.error = type(exc).__name__, str(exc)
             except (SandbankError, FailureError) as exc:
+                if self.state.damaged:  # the checkpoint cannot be restored: nothing ran
+                    self.state.turns -= 1
+                    self._turns_this_run -= 1
+                    raise
                 result.error_type, result.error = type(exc).__name__, str(exc)
                 break
         if not checkpointed:
             result.checkpoint = await self._turn_checkpoint(raise_lost=False)
+        _bound_output(result)
         result.seconds = workflow.time() - started
         codes = [s.exit_code for s in result.steps if s.exit_code is not None]
         self._event(
@@ -528,6 +744,21 @@ class SessionWorkflow:
         box = await WorkflowSandbox.create(
             s.config.provider, s.config.manifest_json, options=self._options()
         )
+        if s.checkpoint and workflow.patched(_RESTORE_FAILURE_PATCH):
+            # The sandbox becomes the session's only once its restore succeeded: a partial
+            # restore is destroyed, never used or checkpointed.
+            try:
+                await box.restore(s.checkpoint)
+            except (SandbankError, FailureError) as exc:
+                await self._restore_failed(box, exc)
+                raise
+            self._box, s.sandbox, s.capabilities = box, box.ref, box.capabilities
+            s.sandbox_state = "running"
+            self._event(
+                "rehydrated",
+                f"{box.id} from {s.checkpoint} in {workflow.time() - started:.2f}s",
+            )
+            return box
         self._box, s.sandbox, s.capabilities = box, box.ref, box.capabilities
         s.sandbox_state = "running"
         if s.checkpoint:
@@ -539,6 +770,25 @@ class SessionWorkflow:
         else:
             self._event("created", box.id)
         return box
+
+    async def _restore_failed(self, box: WorkflowSandbox, exc: BaseException) -> None:
+        """Destroy a sandbox whose restore failed; a checkpoint the store cannot give back
+        (corrupt or missing objects) makes the session damaged."""
+        s = self.state
+        self._box, s.sandbox = box, box.ref
+        await self._forget_sandbox(reachable=not isinstance(exc, t.SandboxUnreachable))
+        if isinstance(exc, SnapshotError) and not exc.retryable:
+            damaged = getattr(exc, "object", None)
+            s.damaged = (
+                f"checkpoint {s.checkpoint} cannot be restored"
+                + (f" (damaged store object {damaged})" if damaged else "")
+                + f": {type(exc).__name__}: {exc}"
+            )
+            s.sandbox_state = "damaged"
+            self._event("damaged", s.damaged)
+        elif s.checkpoint:
+            s.sandbox_state = "released"
+            self._event("restore_failed", f"{box.id} from {s.checkpoint}: {type(exc).__name__}")
 
     async def _forget_sandbox(self, reachable: bool = True) -> None:
         """Drop the sandbox: destroyed where its worker can still be reached, else left
@@ -585,6 +835,9 @@ class SessionWorkflow:
             raise
         s.checkpoint, s.dirty = out.snapshot_id, False
         s.checkpoint_bytes = out.logical_bytes
+        s.checkpoints = [*s.checkpoints, CheckpointMark(out.snapshot_id, s.turns)][
+            -_CHECKPOINT_MARKS:
+        ]
         self._event(
             "checkpoint", f"{out.snapshot_id} ({out.files} files, {out.new_bytes} new bytes)"
         )
@@ -671,6 +924,84 @@ class SessionWorkflow:
             return
         self._event("released", f"{s.sandbox.sandbox_id if s.sandbox else ''} -> {s.checkpoint}")
         self._box, s.sandbox, s.sandbox_state = None, None, "released"
+
+    # -- repair -----------------------------------------------------------------------------
+
+    async def _repair(self, request: RepairRequest) -> RepairResult:
+        """Roll back to the newest checkpoint that verifies (or ``request.to``) and say what
+        that loses; the next turn rehydrates from it."""
+        s, session_id = self.state, workflow.info().workflow_id
+        if self._migration is not None:
+            raise ConfigurationError("a migration is running; repair once it has finished")
+        previous = s.checkpoint
+        start = request.to or previous
+        if start is None:
+            return RepairResult(
+                session_id, None, None, False, message="the session has no checkpoint yet"
+            )
+        found = await find_intact(start, follow_parents=not request.to, options=self._options())
+        # A chain broken by a lost record: the checkpoints the session remembers are tried.
+        for mark in reversed(s.checkpoints if not request.to else []):
+            if found.intact is not None:
+                break
+            if mark.snapshot_id not in {d.snapshot_id for d in found.damaged}:
+                more = await find_intact(mark.snapshot_id, options=self._options())
+                found = replace(more, damaged=found.damaged + more.damaged)
+        problems = "; ".join(f"{d.snapshot_id}: {d.problem}" for d in found.damaged)
+        if found.intact is None:
+            if request.to:
+                raise SnapshotError(
+                    f"snapshot {request.to} does not verify ({problems}); pick another "
+                    f"(`sandbank snapshot ls --store URL`)"
+                )
+            raise SnapshotError(
+                f"no checkpoint of session {session_id} verifies ({problems}); its workspace "
+                f"cannot be rebuilt from the store: repair --to a snapshot you trust, or stop "
+                f"it and start a new session"
+            )
+        marks = [m for m in s.checkpoints if m.snapshot_id == found.intact]
+        turn = marks[-1].turn if marks else None
+        since = (marks[-1].rolled_back_at or turn) if marks else None
+        if found.intact == previous:
+            was = s.damaged
+            if was:
+                self._event("repaired", f"checkpoint {previous} verifies again; nothing lost")
+                s.damaged, s.sandbox_state = None, "released"
+            return RepairResult(
+                session_id, previous, previous, False, turn, [], found.damaged,
+                f"checkpoint {previous} verifies; nothing to roll back"
+                + ("; the damage is cleared" if was else ""),
+            )  # fmt: skip
+        if self._box is not None and not request.to:
+            # The live sandbox holds the workspace the damaged checkpoints were made from:
+            # rolling back would throw it away, so only an explicit target does that.
+            message = (
+                f"checkpoint {previous} is damaged but the live sandbox still holds the "
+                f"workspace; nothing rolled back (`repair --to {found.intact}` drops it)"
+            )
+            self._event("repair_refused", f"{message}; damaged: {problems}")
+            return RepairResult(
+                session_id, previous, previous, False, turn, [], found.damaged, message
+            )
+        lost = list(range(since + 1, s.turns + 1)) if since is not None else None
+        if self._box is not None:
+            await self._forget_sandbox()
+        s.checkpoint, s.checkpoint_bytes = found.intact, found.logical_bytes
+        s.dirty, s.damaged, s.sandbox_state = False, None, "released"
+        if marks:
+            kept = s.checkpoints[: s.checkpoints.index(marks[-1]) + 1]
+            s.checkpoints = [*kept, replace(marks[-1], rolled_back_at=s.turns)]
+        what = (
+            f"turns {lost[0]}-{lost[-1]} ({len(lost)})" if lost and len(lost) > 1
+            else f"turn {lost[0]}" if lost
+            else "no turns" if lost is not None
+            else "the turns after it (not remembered)"
+        )  # fmt: skip
+        message = f"rolled back from {previous} to {found.intact}; lost {what}"
+        self._event("repaired", message + (f"; damaged: {problems}" if problems else ""))
+        return RepairResult(
+            session_id, found.intact, previous, True, turn, lost, found.damaged, message
+        )
 
     # -- fork and migration -----------------------------------------------------------------
 
@@ -812,7 +1143,10 @@ async def _nothing() -> None:
 
 
 def _merge_json(base: str | None, overrides: str) -> str:
-    import json
-
-    merged = {**(json.loads(base) if base else {}), **json.loads(overrides)}
-    return json.dumps(merged)
+    try:
+        extra = json.loads(overrides)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"manifest overrides are not JSON ({exc})") from None
+    if not isinstance(extra, dict):
+        raise ConfigurationError("manifest overrides must be a JSON object (field: value)")
+    return json.dumps({**(json.loads(base) if base else {}), **extra})

@@ -12,16 +12,21 @@ from dataclasses import dataclass, field
 from sandbank.errors import ConfigurationError, SandbankError, SandboxLost
 
 __all__ = [
+    "ARGV_HINT",
     "INLINE_LIMIT",
+    "MESSAGE_LIMIT",
     "NON_RETRYABLE_ERROR_TYPES",
     "BlobRef",
     "CreateInput",
     "CreateOutput",
+    "DamagedCheckpoint",
     "DigestOutput",
     "EntryData",
     "ExecInput",
     "ExecInterrupted",
     "ExecOutput",
+    "FindIntactInput",
+    "FindIntactOutput",
     "ListTreeInput",
     "ListTreeOutput",
     "PathInput",
@@ -32,6 +37,7 @@ __all__ = [
     "RestoreOutput",
     "SandboxRef",
     "SandboxUnreachable",
+    "SessionDamaged",
     "SnapshotInput",
     "SnapshotOutput",
     "StageBytesInput",
@@ -46,6 +52,15 @@ INLINE_LIMIT = 256 * 1024
 
 STDERR_LIMIT = 64 * 1024
 """Bytes of stderr kept inline in an ``ExecOutput`` (stdout keeps ``INLINE_LIMIT``)."""
+
+MESSAGE_LIMIT = 1024 * 1024
+"""Largest encoded message (a turn, a session's start state, a request) a client sends a
+session. Temporal fails a workflow task over a 2 MB payload and gRPC refuses 4 MB."""
+
+LOCAL_RESULT_LIMIT = 16 * 1024
+"""Output bytes an exec returns from its local-activity fast path; a louder command's result
+is collected by a regular activity instead. Local results all go back to the server with
+the workflow task, so many loud commands in one task would overflow its 4 MB message."""
 
 LIST_TREE_LIMIT = 20_000
 """Most entries a ``list_tree`` result carries inline."""
@@ -70,18 +85,50 @@ STAGE_BYTES = "sandbank.stage_bytes"
 DIGEST = "sandbank.digest"
 DIGEST_LISTING = "sandbank.digest_listing"
 SNAPSHOT_DIGEST_LISTING = "sandbank.snapshot_digest_listing"
+FIND_INTACT = "sandbank.find_intact"
 
 
 class PayloadTooLarge(ConfigurationError):
-    """Data too big to travel through workflow history; move it through the snapshot store."""
+    """Data too big to travel through workflow history; ``hint`` is the way around it (by
+    default: move it through the snapshot store)."""
 
-    def __init__(self, what: str, size: int, limit: int = INLINE_LIMIT) -> None:
-        super().__init__(
-            f"{what} is {size} bytes, over the {limit}-byte inline limit of a workflow call; "
-            f"move it through the snapshot store (WorkflowSandbox.stage_file / write_file "
-            f"with a BlobRef, or a snapshot) instead of inline"
+    def __init__(
+        self, what: str, size: int, limit: int = INLINE_LIMIT, hint: str | None = None
+    ) -> None:
+        hint = hint or (
+            "move it through the snapshot store (WorkflowSandbox.stage_file / write_file "
+            "with a BlobRef, or a snapshot) instead of inline"
         )
+        super().__init__(
+            f"{what} is {size} bytes, over the {limit}-byte limit of a workflow call; {hint}"
+        )
+        self.what = what
         self.size = size
+        self.limit = limit
+
+
+ARGV_HINT = (
+    "put the data in a file instead (a write step or write_file: big content travels "
+    "through the snapshot store) and pass its path, or feed it on stdin"
+)
+"""The way around an oversized command line or environment."""
+
+
+class SessionDamaged(SandbankError):
+    """The session's checkpoint cannot be restored; it refuses turns until repaired.
+
+    ``reason`` names the checkpoint and the damaged store object; ``sandbank session repair
+    ID`` (``SessionManager.repair``) rolls back to the newest checkpoint that verifies.
+    """
+
+    def __init__(self, session_id: str, reason: str) -> None:
+        super().__init__(
+            f"session {session_id!r} is damaged: {reason}; nothing runs until it is repaired: "
+            f"`sandbank session repair {session_id}` rolls it back to its newest checkpoint "
+            f"that verifies (or --to SNAPSHOT)"
+        )
+        self.session_id = session_id
+        self.reason = reason
 
 
 class SandboxUnreachable(SandboxLost):
@@ -191,6 +238,8 @@ class ExecInput:
     wait_limit: float | None = None
     """Seconds to wait for the command; past it the result says ``pending`` and the command
     keeps running (a call with the same exec id collects it). None waits to the end."""
+    output_limit: int | None = None
+    """Bytes of stdout, and of stderr, returned at most (None: the worker's inline limits)."""
 
 
 @dataclass
@@ -224,6 +273,8 @@ class ReadFileInput:
     sandbox: SandboxRef
     path: str
     limit: int = INLINE_LIMIT
+    truncate: bool = False
+    """Return the file's first ``limit`` bytes instead of failing when it is longer."""
 
 
 @dataclass
@@ -312,3 +363,28 @@ class DigestOutput:
     digest: str
     files: int
     bytes: int
+
+
+@dataclass
+class FindIntactInput:
+    snapshot_id: str
+    follow_parents: bool = True
+    """Walk the parent chain until a snapshot verifies (False: check only this one)."""
+    limit: int = 100
+    """Most snapshots checked."""
+
+
+@dataclass
+class DamagedCheckpoint:
+    snapshot_id: str
+    problem: str
+    """The damaged store objects and what is wrong with them."""
+
+
+@dataclass
+class FindIntactOutput:
+    intact: str | None
+    """The full id of the newest snapshot that verifies, None when none does."""
+    logical_bytes: int = 0
+    damaged: list[DamagedCheckpoint] = field(default_factory=list)
+    """The snapshots checked before it, each with what is wrong."""

@@ -1,7 +1,7 @@
 """A ``sandbank worker`` in a process of its own, for the demo and the benchmark.
 
 It runs in its own process group, so ``kill()`` is a real crash (SIGKILL) and ``stop()``
-leaves nothing behind.
+leaves nothing behind; it dies with the process that started it, even after a SIGKILL.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from sandbank._children import spawn
 
 __all__ = ["WorkerProcess"]
 
@@ -41,7 +43,7 @@ class WorkerProcess:
             "--identity", name,
         ]  # fmt: skip
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
+            self.proc = spawn(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip

@@ -20,6 +20,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeout
 with workflow.unsafe.imports_passed_through():
     from sandbank import errors as _errors
     from sandbank.durable import types as t
+    from sandbank.durable.failures import exec_result, from_failure
     from sandbank.providers.base import (
         ExecResult,
         FileEntry,
@@ -28,11 +29,18 @@ with workflow.unsafe.imports_passed_through():
         normalize_path,
     )
 
-__all__ = ["ActivityOptions", "WorkflowSandbox", "from_failure"]
+__all__ = ["ActivityOptions", "WorkflowSandbox", "command_size", "find_intact", "from_failure"]
 
 R = TypeVar("R")
 _LOCAL_EXEC_PATCH = "sandbank-local-exec"
 _PINNED_PATCH = "sandbank-pinned-sandboxes"
+_ARGV_LIMIT_PATCH = "sandbank-argv-size-checked"
+
+
+def command_size(argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Bytes of a command line and its environment, as they travel in an exec call."""
+    words = [*argv, *(f"{k}={v}" for k, v in (env or {}).items())]
+    return sum(len(w.encode("utf-8", "surrogatepass")) + 1 for w in words)
 
 
 @dataclass
@@ -66,39 +74,6 @@ class ActivityOptions:
             maximum_attempts=self.maximum_attempts,
             non_retryable_error_types=self.non_retryable,
         )
-
-
-def from_failure(err: BaseException) -> BaseException:
-    """The sandbank error an activity failure started as (or ``err`` itself)."""
-    cause = err.cause if isinstance(err, ActivityError) else err
-    if not isinstance(cause, ApplicationError) or not cause.type:
-        return err
-    cls = getattr(_errors, cause.type, None) or getattr(t, cause.type, None)
-    if not (isinstance(cls, type) and issubclass(cls, _errors.SandbankError)):
-        return err
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, cause.message)
-    exc.retryable = not cause.non_retryable
-    if isinstance(exc, _errors.ExecTimeout):
-        exc.timeout = 0.0
-        exc.result = _result(cause.details[0]) if cause.details else ExecResult(exit_code=-1)
-    elif cause.details and isinstance(cause.details[0], dict):
-        for name, value in cause.details[0].items():
-            if name != "retryable":
-                setattr(exc, name, value)
-    return exc
-
-
-def _result(out: Any) -> ExecResult:
-    if isinstance(out, dict):
-        out = t.ExecOutput(**out)
-    return ExecResult(
-        exit_code=out.exit_code,
-        stdout=t.b64decode(out.stdout_b64),
-        stderr=t.b64decode(out.stderr_b64),
-        duration=out.duration,
-        truncated=out.truncated,
-    )
 
 
 class WorkflowSandbox:
@@ -167,11 +142,13 @@ class WorkflowSandbox:
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
         exec_id: str | None = None,
+        output_limit: int | None = None,
     ) -> ExecResult:
         """Run a command; a retried activity returns the first run's result, never reruns.
 
         ``on_output`` receives the whole output once the command ends (workflows cannot
-        stream). Output beyond the inline limit is cut and marks the result ``truncated``.
+        stream). Output beyond the inline limit (or ``output_limit`` bytes of each stream)
+        is cut and marks the result ``truncated``.
         """
         if isinstance(cmd, str):
             if not cmd.strip():
@@ -183,7 +160,14 @@ class WorkflowSandbox:
                 raise _errors.ConfigurationError("argv must be a non-empty list of strings")
         data = stdin.encode() if isinstance(stdin, str) else stdin
         if data is not None and len(data) > t.INLINE_LIMIT:
-            raise t.PayloadTooLarge("stdin", len(data))
+            raise t.PayloadTooLarge(
+                "stdin", len(data),
+                hint="write it to a file first (write_file moves big content through the "
+                "snapshot store) and redirect the command's input from it",
+            )  # fmt: skip
+        size = command_size(argv, env)
+        if size > t.INLINE_LIMIT and workflow.patched(_ARGV_LIMIT_PATCH):
+            raise t.PayloadTooLarge("the command line and environment", size, hint=t.ARGV_HINT)
         if timeout is not None and timeout <= 0:
             raise _errors.ConfigurationError(f"timeout must be positive, got {timeout!r}")
         limit = timedelta(seconds=timeout) if timeout else self.options.exec_default_timeout
@@ -195,6 +179,7 @@ class WorkflowSandbox:
             env=env,
             stdin_b64=t.b64encode(data) if data is not None else None,
             timeout=timeout,
+            output_limit=output_limit,
         )
         out: t.ExecOutput | None = None
         fast = self.options.local_exec_wait
@@ -210,7 +195,7 @@ class WorkflowSandbox:
             out = await self._call(
                 t.EXEC, inp, t.ExecOutput, start_to_close=limit + timedelta(minutes=1)
             )
-        result = _result(out)
+        result = exec_result(out)
         if on_output is not None:
             for stream, chunk in (("stdout", result.stdout), ("stderr", result.stderr)):
                 if chunk:
@@ -227,6 +212,12 @@ class WorkflowSandbox:
             t.READ_FILE, t.ReadFileInput(self.ref, normalize_path(path)), t.ReadFileOutput
         )
         return t.b64decode(out.data_b64)
+
+    async def read_head(self, path: str, limit: int) -> tuple[bytes, int]:
+        """The file's first ``limit`` bytes (at most the inline limit) and its full size."""
+        inp = t.ReadFileInput(self.ref, normalize_path(path), limit, truncate=True)
+        out: t.ReadFileOutput = await self._call(t.READ_FILE, inp, t.ReadFileOutput)
+        return t.b64decode(out.data_b64), out.size
 
     async def write_file(
         self, path: str, data: bytes | str | t.BlobRef, mode: int | None = None
@@ -342,6 +333,18 @@ class WorkflowSandbox:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+async def find_intact(
+    snapshot_id: str, *, follow_parents: bool = True, options: ActivityOptions | None = None
+) -> t.FindIntactOutput:
+    """The newest snapshot that verifies in the workers' store, from ``snapshot_id`` back
+    along its parents (or only ``snapshot_id``), and what is wrong with the others."""
+    return await _call(
+        options or ActivityOptions(), t.FIND_INTACT,
+        t.FindIntactInput(snapshot_id, follow_parents), t.FindIntactOutput,
+        start_to_close=timedelta(hours=2),
+    )  # fmt: skip
 
 
 async def _call(

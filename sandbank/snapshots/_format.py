@@ -48,6 +48,8 @@ _INDEX_MAGIC = b"SBIX"
 _ENTRY = struct.Struct("<32sBBQII")
 _META_PLAIN = b"SBP1"
 _META_SEALED = b"SBE1"
+_PACK_TRAILER = b"SBPT"
+_TRAILER = struct.Struct("<I4s")
 
 _local = threading.local()
 
@@ -273,6 +275,36 @@ def decode_index(data: bytes, pack: str, name: str) -> list[tuple[bytes, BlobLoc
         (blob_id, BlobLoc(pack, offset, length, raw, kind, flags))
         for blob_id, kind, flags, offset, length, raw in _ENTRY.iter_unpack(memoryview(data)[9:])
     ]
+
+
+def pack_trailer(index_object: bytes) -> bytes:
+    """What a pack ends with: its index object, the object's length, and a magic."""
+    return index_object + _TRAILER.pack(len(index_object), _PACK_TRAILER)
+
+
+TRAILER_SIZE = _TRAILER.size
+"""Bytes after a pack's embedded index object: its length and the magic."""
+
+
+def trailer_length(tail: bytes | memoryview) -> int | None:
+    """The length of the index object before the last ``TRAILER_SIZE`` bytes of a pack, or None
+    when the pack has no trailer (written before packs carried one, or cut short)."""
+    if len(tail) != _TRAILER.size:
+        return None
+    length, magic = _TRAILER.unpack(tail)
+    return int(length) if magic == _PACK_TRAILER else None
+
+
+def split_pack(data: bytes | memoryview) -> tuple[int, bytes] | None:
+    """(where a pack's blobs end, its embedded index object), or None when it has no trailer.
+
+    Only the frame is checked here; the index object is checked by ``Codec.open_meta``.
+    """
+    length = trailer_length(data[len(data) - _TRAILER.size :])
+    end = len(data) - _TRAILER.size - (length or 0)
+    if length is None or end < 0:
+        return None
+    return end, bytes(data[end : len(data) - _TRAILER.size])
 
 
 # -- trees ----------------------------------------------------------------------------------

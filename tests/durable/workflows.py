@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import workflow
 
@@ -66,3 +67,99 @@ class ScriptWorkflow:
             if inp.destroy:
                 await box.destroy()
         return out
+
+
+def sample_error(name: str) -> SandbankError:
+    """An instance of the SandbankError subclass ``name``, its constructor's parameters filled
+    in from their annotations (so a new subclass needs no test code of its own)."""
+    import inspect
+
+    from sandbank.durable.failures import error_classes
+    from sandbank.providers.base import ExecResult
+
+    cls = error_classes()[name]
+    args: dict[str, Any] = {}
+    for param in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.name == "retryable":
+            continue
+        hint = str(param.annotation)
+        if "ExecResult" in hint:
+            args[param.name] = ExecResult(exit_code=3, stdout=b"partial out", stderr=b"err")
+        elif hint == "float":
+            args[param.name] = 2.5
+        elif hint == "int":
+            args[param.name] = 7
+        elif hint == "bool":
+            args[param.name] = True
+        else:
+            args[param.name] = f"{param.name} of {name}"
+    return cls(**args)
+
+
+def seen_error(exc: BaseException) -> ErrorSeen:
+    from sandbank.durable.failures import error_classes
+
+    fields = {
+        k: v
+        for k, v in vars(exc).items()
+        if isinstance(v, str | int | float | bool) and k != "retryable"
+    }
+    stdout = getattr(getattr(exc, "result", None), "stdout", b"")
+    known = type(exc).__name__ in error_classes()
+    return ErrorSeen(
+        type(exc).__name__ if known else repr(exc), str(exc),
+        bool(getattr(exc, "retryable", None)), fields, stdout.decode(),
+    )  # fmt: skip
+
+
+@dataclass
+class ErrorSeen:
+    type: str
+    message: str
+    retryable: bool
+    fields: dict[str, Any]
+    result_stdout: str = ""
+
+
+RAISE_ERROR = "test.raise_error"
+
+
+@workflow.defn
+class ErrorWorkflow:
+    """Each named error raised by an activity, seen as the workflow gets it back; and raised
+    by an update, for the client to see."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    @workflow.run
+    async def run(self, names: list[str]) -> list[ErrorSeen]:
+        from datetime import timedelta
+
+        from temporalio.common import RetryPolicy
+        from temporalio.exceptions import ActivityError
+
+        from sandbank.durable.failures import from_failure
+
+        seen = []
+        for name in names:
+            try:
+                await workflow.execute_activity(
+                    RAISE_ERROR, name, start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )  # fmt: skip
+                seen.append(ErrorSeen("nothing raised", "", False, {}))
+            except ActivityError as err:
+                seen.append(seen_error(from_failure(err)))
+        await workflow.wait_condition(lambda: self.done)
+        return seen
+
+    @workflow.update
+    def raise_error(self, name: str) -> None:
+        from sandbank.durable.failures import to_application_error
+
+        raise to_application_error(sample_error(name), non_retryable=True)
+
+    @workflow.signal
+    def finish(self) -> None:
+        self.done = True

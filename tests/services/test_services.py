@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from datetime import timedelta
@@ -22,6 +26,7 @@ from sandbank.testing.services import (
     S3Service,
     TemporalService,
     free_ports,
+    port_free,
     start_temporal,
 )
 
@@ -220,3 +225,47 @@ async def test_temporal_restart_keeps_workflows(
 def test_free_ports_are_distinct() -> None:
     ports = free_ports(16)
     assert len(set(ports)) == 16
+
+
+# --------------------------------------------------------------------------- cleanup
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name
+)
+def test_services_die_with_their_launcher(
+    sig: signal.Signals, tmp_path: Path, temporal_service: TemporalService, gcs_service: GCSService
+) -> None:
+    """``python -m sandbank.testing.services up`` stopped by any signal, SIGKILL included,
+    leaves no server running and frees its ports.
+
+    (The fixtures only make sure the binaries are there: skip here, fail in CI.)"""
+    # Imported here: the workflow sandbox re-imports this module, and it may not resolve paths.
+    from tests.processes import REPO, alive, assert_gone, kill_leftovers, wait_for
+
+    out, err = tmp_path / "up.json", tmp_path / "up.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "sandbank.testing.services", "up", "temporal", "gcs",
+            "--dir", str(tmp_path / "services")]  # fmt: skip
+    pids: list[int] = []
+    try:
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            up = subprocess.Popen(argv, cwd=REPO, env=env, stdout=stdout, stderr=stderr)
+        try:
+            wait_for(err, "running; press Ctrl-C", up, 90)
+            info = json.loads(out.read_text())
+            pids = [info["temporal"]["pid"], info["gcs"]["pid"]]
+            gcs = info["gcs"]["storage_options"]["endpoint_url"]
+            ports = [int(url.rsplit(":", 1)[1]) for url in (info["temporal"]["address"], gcs)]
+            assert all(alive(pid) for pid in pids) and not any(port_free(p) for p in ports)
+            up.send_signal(sig)
+            code = up.wait(60)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+        assert_gone(pids, ports)
+    finally:
+        kill_leftovers(pids)
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 0), err.read_text()

@@ -235,7 +235,7 @@ async def test_file_replaced_by_directory_on_the_host_path(
         (workspace / "src" / "main.py").mkdir()
         return todo
 
-    monkeypatch.setattr("sandbank.snapshots.store.plan", plan_then_swap)
+    monkeypatch.setattr("sandbank.snapshots._writing.plan", plan_then_swap)
     with pytest.raises(SourceChanged):
         await store.snapshot(workspace)
     assert await store.list() == []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,26 @@ def run(*args: str, code: int = 0, env: dict[str, str] | None = None) -> Result:
 
 def run_json(*args: str, code: int = 0) -> Any:
     return json.loads(run(*args, "--json", code=code).stdout)
+
+
+def narrow(*args: str, code: int = 0) -> str:
+    """``sandbank snapshot ARGS`` in a real process on a 40-column terminal: its stdout."""
+    out = subprocess.run(
+        [sys.executable, "-m", "sandbank", "snapshot", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "40"},
+    )
+    assert out.returncode == code, out.stdout + out.stderr
+    assert "…" not in out.stdout  # nothing is cut with an ellipsis
+    return out.stdout
+
+
+def in_order(text: str, out: str) -> bool:
+    """Whether the characters of ``text`` appear in ``out`` in order (folded over lines)."""
+    rest = iter(out)
+    return all(ch in rest for ch in text)
 
 
 @pytest.fixture
@@ -159,4 +182,36 @@ def test_sandbox_source_and_target(ws: Path, tmp_path: Path, bwrap: str) -> None
     assert back["source"]["provider"] == "local" and back["source"]["sandbox_id"] == box_id
     assert back["stats"]["read_bytes"] == 0 and back["tree"] == rec["tree"]
     run("create", str(ws), *sandbox, *store, code=2)  # both a directory and a sandbox
+    make_writable(tmp_path)
+
+
+def test_verify_repair_and_tables_in_a_narrow_terminal(ws: Path, tmp_path: Path) -> None:
+    store = ["--store", str(tmp_path / "store")]
+    rec = run_json("create", str(ws), *store)
+    listed = narrow("ls", *store)
+    rows = listed.split("─", 1)[1].splitlines()[1:]  # under the header rule
+    assert "".join(line.split()[0] for line in rows if line[:2].strip()) == rec["id"]
+    start = rows[0].index(str(ws)[:4])  # the source column, the last one
+    assert "".join(line[start:].strip() for line in rows) == str(ws)
+    assert in_order(rec["id"], narrow("show", rec["id"], *store))
+
+    (pack,) = os.listdir(tmp_path / "store" / "packs")
+    os.unlink(tmp_path / "store" / "index" / pack)
+    gc = run("gc", *store, "--grace", "0", code=2).output  # it cannot read the snapshot's tree
+    assert gc.startswith("error:") and "verify" in gc
+    assert os.listdir(tmp_path / "store" / "packs") == [pack]
+    text = narrow("verify", *store, code=1)
+    cells = [line.split("│")[1:-1] for line in text.splitlines() if line.startswith("│")]
+    assert "".join(c[0].strip() for c in cells) == f"index/{pack}"
+    assert "".join(c[2].strip() for c in cells) == rec["id"]
+    assert "1 of these can be repaired: run `sandbank snapshot verify --repair`" in text
+    problem = run_json("verify", *store, code=1)["problems"][0]
+    assert problem["object"] == f"index/{pack}" and problem["repairable"]
+
+    repaired = run_json("verify", "--repair", *store)
+    assert repaired["ok"] and [p["object"] for p in repaired["repaired"]] == [f"index/{pack}"]
+    assert narrow("verify", "--repair", *store).startswith("ok:")
+    out = tmp_path / "out"
+    run_json("restore", rec["id"], str(out), *store)
+    assert tree_state(out) == tree_state(ws)
     make_writable(tmp_path)

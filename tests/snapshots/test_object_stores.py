@@ -102,6 +102,24 @@ async def test_lifecycle(
     await other.aclose()
 
 
+async def test_repair_on_object_stores(
+    remote: tuple[SnapshotStore, str, dict[str, Any]], ws: Path, tmp_path: Path
+) -> None:
+    """A lost index is named and rebuilt from its pack (read by range from the service)."""
+    store, url, options = remote
+    rec = await store.snapshot(ws)
+    (pack,) = store._repo.backend.list("packs")
+    store._repo.backend.delete(f"index/{pack}")
+    fresh = await SnapshotStore.open(url, storage_options=options, create=False, cache_dir=False)
+    (problem,) = (await fresh.verify()).problems
+    assert problem.object == f"index/{pack}" and problem.repairable
+    report = await fresh.verify(repair=True)
+    assert report.ok and [p.object for p in report.repaired] == [f"index/{pack}"]
+    await fresh.restore(rec.id, tmp_path / "out")
+    assert tree_state(tmp_path / "out") == tree_state(ws)
+    await fresh.aclose()
+
+
 async def test_wrong_s3_key_is_a_clear_error(s3_service: Any) -> None:
     options = s3_service.storage_options(secret="not-the-secret")
     started = time.monotonic()
