@@ -39,8 +39,10 @@ from sandbank.errors import (
     SnapshotError,
 )
 from sandbank.manifest import Manifest
+from sandbank.manifest.materialize import create_sandbox
 from sandbank.providers.base import ExecResult, Provider, Sandbox
 from sandbank.providers.registry import get_provider
+from sandbank.snapshots import Excluder
 
 __all__ = [
     "HEARTBEAT_EVERY",
@@ -293,7 +295,8 @@ class SandboxActivities:
         async def work() -> t.CreateOutput:
             provider = self.provider(inp.provider)
             manifest = Manifest.from_json(inp.manifest_json) if inp.manifest_json else None
-            box = await _heartbeating(provider.create(manifest))
+            # Contents and setup are applied here, on the worker, the setup cached in the store.
+            box = await _heartbeating(create_sandbox(provider, manifest, store=self.store))
             ref = t.SandboxRef(inp.provider, box.id, self.worker_queue)
             self._boxes[ref.key] = box
             caps = provider.capabilities
@@ -605,7 +608,10 @@ class SandboxActivities:
             box = await self._box(inp.sandbox)
             record = await _heartbeating(
                 store.snapshot(
-                    box, parent=inp.parent, exclude=("/" + PRIVATE_DIR,), tags=tuple(inp.tags)
+                    box,
+                    parent=inp.parent,
+                    exclude=("/" + PRIVATE_DIR, *box.manifest.exclude),
+                    tags=tuple(inp.tags),
                 )
             )
             stats = record.stats
@@ -648,7 +654,8 @@ class SandboxActivities:
 
         async def work() -> t.DigestOutput:
             box = await self._box(ref)
-            return _listing_digest(await _heartbeating(box.list_tree(".")))
+            entries = await _heartbeating(box.list_tree("."))
+            return _listing_digest(Excluder(box.manifest.exclude).kept(entries))
 
         return await self._run(ref, work)
 
@@ -811,8 +818,11 @@ _SUPERVISORS: set[asyncio.Future[int]] = set()
 
 
 async def _tree_digest(box: Sandbox) -> t.DigestOutput:
+    """Paths, types, modes and bytes of the workspace, without what checkpoints exclude."""
     loop = asyncio.get_running_loop()
     reader = SyncReader(box.export_tar().__aiter__(), loop)
+    excluder = Excluder(box.manifest.exclude)
+    skipped: list[str] = []
 
     def hash_tar() -> t.DigestOutput:
         rows: list[tuple[str, str]] = []
@@ -821,6 +831,13 @@ async def _tree_digest(box: Sandbox) -> t.DigestOutput:
             for member in archive:
                 name = member.name.lstrip("./") or "."
                 if name == PRIVATE_DIR or name.startswith(PRIVATE_DIR + "/") or name == ".":
+                    continue
+                if excluder and (
+                    any(name.startswith(d + "/") for d in skipped)
+                    or excluder.excluded(os.fsencode(name.rstrip("/")), member.isdir())
+                ):
+                    if member.isdir():
+                        skipped.append(name.rstrip("/"))
                     continue
                 h = hashlib.sha256()
                 if member.isfile():
