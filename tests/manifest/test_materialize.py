@@ -396,15 +396,30 @@ def test_the_key_covers_image_user_and_fingerprints() -> None:
 async def test_concurrent_creators_of_one_key_do_not_corrupt_the_cache(
     local: Provider, store: SnapshotStore
 ) -> None:
-    made = await asyncio.gather(*(create_counting(local, counted(local), store) for _ in range(2)))
-    tokens = {await box.read_file("token") for box, _ in made}
-    for box, _ in made:
+    """Both miss (each waits in its setup until the other got there), both cache a result;
+    the store stays sound and the next creator restores one of the two."""
+    both_in_setup = asyncio.Barrier(2)
+    ran: list[int] = []
+
+    async def create() -> Sandbox:
+        async def on_output(stream: str, data: bytes) -> None:
+            if b"setup-ran" in data:
+                ran.append(1)
+                await both_in_setup.wait()
+
+        return await create_sandbox(local, counted(local), store=store, on_output=on_output)
+
+    made = await asyncio.wait_for(asyncio.gather(create(), create()), timeout=120)
+    tokens = {await box.read_file("token") for box in made}
+    for box in made:
         await box.destroy()
-    assert sum(ran for _, ran in made) == 2  # both missed: each built its own
+    assert len(ran) == 2 and len(tokens) == 2
+    tagged = [r for r in await store.list() if any(t.startswith(CACHE_TAG) for t in r.tags)]
+    assert len(tagged) == 2 and len({t for r in tagged for t in r.tags}) == 1
     assert (await store.verify()).ok
-    third, ran = await create_counting(local, counted(local), store)
+    third, runs = await create_counting(local, counted(local), store)
     try:
-        assert ran == 0 and await third.read_file("token") in tokens
+        assert runs == 0 and await third.read_file("token") in tokens
     finally:
         await third.destroy()
 
