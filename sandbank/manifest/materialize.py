@@ -37,7 +37,8 @@ log = logging.getLogger("sandbank.manifest")
 CACHE_TAG = "sandbank.setup:"
 """Prefix of the tag that marks a setup snapshot; the rest is the cache key."""
 _KEY_VERSION = 1
-_OUTPUT_KEPT = 64 * 1024
+_OUTPUT_KEPT = 16 * 1024
+"""Bytes of a setup command's last output a ``SetupFailed`` carries."""
 
 
 async def create_sandbox(

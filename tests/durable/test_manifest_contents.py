@@ -67,3 +67,15 @@ async def test_migration_with_excludes_verifies(
             await mgr.stop(sid)
     finally:
         await acts.aclose()
+
+
+async def test_a_failing_setup_fails_the_turn_clearly(client, task_queue, local_provider, store):
+    acts = SandboxActivities({"local": local_provider}, store)
+    mgr = SessionManager(client, task_queue)
+    async with build_worker(client, acts, task_queue=task_queue):
+        sid = await mgr.start("local", {**MANIFEST, "setup": ["echo 'missing tool' >&2; exit 7"]})
+        r = await mgr.send(sid, sh("true"))
+        assert r.error is not None
+        assert "setup[0]" in r.error and "exited with 7" in r.error and "missing tool" in r.error
+        assert await local_provider.list() == []
+        await mgr.stop(sid)

@@ -379,6 +379,21 @@ async def test_a_git_source_is_keyed_by_its_commit(
         await box.destroy()
 
 
+@pytest.mark.docker
+async def test_another_image_misses(docker_image: str, store: SnapshotStore) -> None:
+    from sandbank.providers.docker import DockerProvider
+
+    labels = {"sandbank-test.run": os.urandom(6).hex()}
+    runs = []
+    for image in (docker_image, "sandbank-busybox:latest", docker_image):
+        provider = DockerProvider(image=image, labels=labels)
+        box, ran = await create_counting(provider, counted(provider), store)
+        assert (await box.info()).image == image
+        await box.destroy()
+        runs.append(ran)
+    assert runs == [1, 1, 0]
+
+
 def test_the_key_covers_image_user_and_fingerprints() -> None:
     manifest = Manifest.parse(COUNTED)
     fp = [{"sha256": "a", "mode": 0o644}]
