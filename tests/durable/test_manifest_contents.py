@@ -11,7 +11,6 @@ from sandbank.durable.worker import build_worker
 from sandbank.manifest.materialize import CACHE_TAG
 
 MANIFEST = {
-    "network": True,
     "files": [{"path": "package.txt", "text": "deps\n"}],
     "setup": ["mkdir -p node_modules/dep && echo built-once > node_modules/dep/lib"],
     "exclude": ["node_modules/"],

@@ -81,7 +81,7 @@ async def test_a_replacing_restore_leaves_excluded_paths_alone(
     assert (target / "build" / "out.o").exists() and (target / "src" / "app.pyc").exists()
     assert not (target / "stray.txt").exists()
     # into a sandbox (the generic tar path on docker, the host path on local)
-    box = await provider.create({"network": True} if provider.name == "local" else None)
+    box = await provider.create()
     try:
         await box.write_file("node_modules/x/index.js", "rebuilt")
         await box.write_file("stray.txt", "x")

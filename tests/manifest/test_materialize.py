@@ -112,7 +112,6 @@ async def test_references_never_put_content_in_the_manifest(
     (host_tree / "secret.txt").write_text(marker)
     manifest = Manifest.parse(
         {
-            "network": True,
             "dirs": [{"path": "v", "host": str(host_tree)}],
             "files": [
                 {"path": "a", "host": str(host_tree / "secret.txt")},
@@ -148,7 +147,7 @@ async def test_git_ref_and_depth(
     spec = {"url": repo["url"], **git_spec}
     if spec.get("ref") == "two":
         spec["ref"] = repo["two"]
-    box = await create_sandbox(local, {"network": True, "dirs": [{"path": "r", "git": spec}]})
+    box = await create_sandbox(local, {"dirs": [{"path": "r", "git": spec}]})
     try:
         assert (await shell(box, "git -C r rev-parse HEAD")).strip() == repo[head]
         assert (await shell(box, "git -C r log --oneline | wc -l")).strip() == str(commits)
@@ -169,7 +168,6 @@ async def test_fsspec_url_on_the_s3_emulator(
     fs.pipe(f"{prefix}/tree/a.txt", b"a\n")
     fs.pipe(f"{prefix}/tree/deeper/b.txt", b"b\n")
     manifest = {
-        "network": True,
         "files": [{"path": "one.bin", "url": f"s3://{prefix}/one.bin"}],
         "dirs": [{"path": "tree", "url": f"s3://{prefix}/tree"}],
         "setup": ["cat one.bin tree/a.txt tree/deeper/b.txt | wc -c > size"],
@@ -192,7 +190,7 @@ async def test_fsspec_url_on_the_s3_emulator(
     with pytest.raises(SourceError, match=r"files\[0\]\.url: 's3://.*/missing' does not exist"):
         await create_sandbox(
             local,
-            {"network": True, "files": [{"path": "m", "url": f"s3://{prefix}/missing"}]},
+            {"files": [{"path": "m", "url": f"s3://{prefix}/missing"}]},
             storage_options=storage,
         )
     assert await local.list() == []
@@ -206,9 +204,7 @@ async def test_a_large_host_file_streams(local: Provider, tmp_path: Path) -> Non
             out.write(bytes([i]) * (1024 * 1024))
     tracemalloc.start()
     try:
-        box = await create_sandbox(
-            local, {"network": True, "files": [{"path": "big.bin", "host": str(big)}]}
-        )
+        box = await create_sandbox(local, {"files": [{"path": "big.bin", "host": str(big)}]})
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -266,7 +262,7 @@ async def test_a_failing_setup_fails_create_and_leaves_nothing(provider: Provide
 
 
 async def test_a_setup_timeout_fails_create(local: Provider) -> None:
-    manifest = {"network": True, "setup": [{"run": "echo started; sleep 60", "timeout": 1}]}
+    manifest = {"setup": [{"run": "echo started; sleep 60", "timeout": 1}]}
     with pytest.raises(SetupFailed, match=r"(?s)setup\[0\] .* timed out after 1s.*started"):
         await create_sandbox(local, manifest)
     assert await local.list() == []
@@ -290,19 +286,18 @@ async def create_counting(
     return box, sum(d.count(b"setup-ran") for d in runs)
 
 
-def counted(provider: Provider, **changes: Any) -> dict[str, Any]:
-    extra = {"network": True} if provider.name == "local" else {}
-    return {**COUNTED, **extra, **changes}
+def counted(**changes: Any) -> dict[str, Any]:
+    return {**COUNTED, **changes}
 
 
 async def test_a_second_create_restores_the_cached_setup(
     provider: Provider, store: SnapshotStore
 ) -> None:
-    first, ran = await create_counting(provider, counted(provider), store)
+    first, ran = await create_counting(provider, counted(), store)
     token = await first.read_file("token")
     await first.destroy()
     assert ran == 1
-    second, ran = await create_counting(provider, counted(provider), store)
+    second, ran = await create_counting(provider, counted(), store)
     try:
         assert ran == 0  # setup did not run again ...
         assert await second.read_file("token") == token  # ... its result was restored
@@ -318,10 +313,10 @@ async def test_the_cache_is_shared_by_providers_resolving_the_same_image(
 ) -> None:
     from sandbank.providers.local import LocalProvider
 
-    first, ran = await create_counting(local, counted(local), store)
+    first, ran = await create_counting(local, counted(), store)
     await first.destroy()
     other = LocalProvider(state_dir=tmp_path / "other-state", bwrap=bwrap)
-    second, ran = await create_counting(other, counted(other), store)
+    second, ran = await create_counting(other, counted(), store)
     await second.destroy()
     assert ran == 0
 
@@ -339,9 +334,9 @@ async def test_the_cache_is_shared_by_providers_resolving_the_same_image(
 async def test_anything_in_the_key_changing_misses(
     local: Provider, store: SnapshotStore, change: dict[str, Any]
 ) -> None:
-    first, ran = await create_counting(local, counted(local), store)
+    first, ran = await create_counting(local, counted(), store)
     await first.destroy()
-    second, ran = await create_counting(local, counted(local, **change), store)
+    second, ran = await create_counting(local, counted(**change), store)
     await second.destroy()
     assert ran == 1
 
@@ -351,7 +346,7 @@ async def test_a_host_file_is_keyed_by_its_content(
 ) -> None:
     source = tmp_path / "main.c"
     source.write_text("int main(void) { return 0; }\n")
-    manifest = counted(local, files=[{"path": "src/main.c", "host": str(source)}])
+    manifest = counted(files=[{"path": "src/main.c", "host": str(source)}])
     for expected_runs, content in [(1, None), (0, None), (1, "changed\n"), (0, None)]:
         if content is not None:
             source.write_text(content)
@@ -363,7 +358,7 @@ async def test_a_host_file_is_keyed_by_its_content(
 async def test_a_git_source_is_keyed_by_its_commit(
     local: Provider, store: SnapshotStore, repo: dict[str, str]
 ) -> None:
-    manifest = counted(local, dirs=[{"path": "r", "git": {"url": repo["url"], "ref": "main"}}])
+    manifest = counted(dirs=[{"path": "r", "git": {"url": repo["url"], "ref": "main"}}])
     box, ran = await create_counting(local, manifest, store)
     await box.destroy()
     assert ran == 1
@@ -387,7 +382,7 @@ async def test_another_image_misses(docker_image: str, store: SnapshotStore) -> 
     runs = []
     for image in (docker_image, "sandbank-busybox:latest", docker_image):
         provider = DockerProvider(image=image, labels=labels)
-        box, ran = await create_counting(provider, counted(provider), store)
+        box, ran = await create_counting(provider, counted(), store)
         assert (await box.info()).image == image
         await box.destroy()
         runs.append(ran)
@@ -422,7 +417,7 @@ async def test_concurrent_creators_of_one_key_do_not_corrupt_the_cache(
                 ran.append(1)
                 await both_in_setup.wait()
 
-        return await create_sandbox(local, counted(local), store=store, on_output=on_output)
+        return await create_sandbox(local, counted(), store=store, on_output=on_output)
 
     made = await asyncio.wait_for(asyncio.gather(create(), create()), timeout=120)
     tokens = {await box.read_file("token") for box in made}
@@ -432,7 +427,7 @@ async def test_concurrent_creators_of_one_key_do_not_corrupt_the_cache(
     tagged = [r for r in await store.list() if any(t.startswith(CACHE_TAG) for t in r.tags)]
     assert len(tagged) == 2 and len({t for r in tagged for t in r.tags}) == 1
     assert (await store.verify()).ok
-    third, runs = await create_counting(local, counted(local), store)
+    third, runs = await create_counting(local, counted(), store)
     try:
         assert runs == 0 and await third.read_file("token") in tokens
     finally:
@@ -442,13 +437,13 @@ async def test_concurrent_creators_of_one_key_do_not_corrupt_the_cache(
 async def test_an_unreadable_cache_entry_falls_back_to_running_setup(
     local: Provider, store: SnapshotStore
 ) -> None:
-    first, _ = await create_counting(local, counted(local), store)
+    first, _ = await create_counting(local, counted(), store)
     await first.destroy()
     store_dir = Path(store.url.removeprefix("file://"))
     for pack in (store_dir / "packs").rglob("*"):
         if pack.is_file():
             pack.unlink()
-    second, ran = await create_counting(local, counted(local), store)
+    second, ran = await create_counting(local, counted(), store)
     try:
         assert ran == 1
         assert await second.read_file("src/main.c") == b"int main(void) { return 0; }\n"
@@ -512,7 +507,7 @@ async def test_unreadable_sources_fail_before_anything_is_created(
     local: Provider, entry: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(SourceError, match=message):
-        await create_sandbox(local, {"network": True, **entry})
+        await create_sandbox(local, entry)
     assert await local.list() == []
 
 
@@ -521,11 +516,8 @@ async def test_a_missing_http_object_and_a_bad_git_ref(
 ) -> None:
     _, base_url = http_root
     with pytest.raises(SourceError, match=r"files\[0\]\.url: .*/missing\.bin' does not exist"):
-        await create_sandbox(
-            local, {"network": True, "files": [{"path": "a", "url": f"{base_url}/missing.bin"}]}
-        )
+        await create_sandbox(local, {"files": [{"path": "a", "url": f"{base_url}/missing.bin"}]})
     bad_ref = {
-        "network": True,
         "dirs": [{"path": "r", "git": {"url": repo["url"], "ref": "no-such-branch"}}],
     }
     with pytest.raises(
@@ -533,7 +525,6 @@ async def test_a_missing_http_object_and_a_bad_git_ref(
     ):
         await create_sandbox(local, bad_ref)
     missing_commit = {
-        "network": True,
         "dirs": [{"path": "r", "git": {"url": repo["url"], "ref": "0" * 40}}],
     }
     with pytest.raises(SourceError, match=r"dirs\[0\]\.git: git fetch failed"):
@@ -548,13 +539,13 @@ async def test_bad_base64_and_escapes_are_refused_before_creating(local: Provide
         {"files": [{"path": "/etc/a", "text": "x"}]},
     ):
         with pytest.raises(ConfigurationError, match=r"files\[0\]\.(base64|path)"):
-            await create_sandbox(local, {"network": True, **bad})
+            await create_sandbox(local, bad)
     assert await local.list() == []
 
 
 async def test_provider_sandbox_applies_contents_and_cleans_up(
     provider: Provider, store: SnapshotStore
 ) -> None:
-    async with provider.sandbox(counted(provider), store=store) as box:
+    async with provider.sandbox(counted(), store=store) as box:
         assert await box.read_file("src/main.c")
     assert await provider.list() == []
