@@ -17,7 +17,7 @@ import socket
 import tarfile
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -115,6 +115,7 @@ class SandboxActivities:
         inline_limit: int = t.INLINE_LIMIT,
         locality: str | None = None,
         unavailable_timeout: float = 10.0,
+        host_roots: Sequence[str] | None = None,
     ) -> None:
         self._providers = providers
         self._provider_cache: dict[str, Provider] = {}
@@ -124,6 +125,8 @@ class SandboxActivities:
         self.unavailable_timeout = unavailable_timeout
         """Seconds an unavailable provider (engine down, SDK missing) is retried before the
         call fails with ``ProviderUnavailable``."""
+        self.host_roots = host_roots
+        """Directories a manifest's host paths (and ``file://`` URLs) may read (None: any)."""
         self.worker_queue: str | None = None
         """This worker's own task queue for the sandboxes it creates (set by
         ``build_worker``, which polls it); None leaves sandboxes on the shared queue."""
@@ -296,7 +299,9 @@ class SandboxActivities:
             provider = self.provider(inp.provider)
             manifest = Manifest.from_json(inp.manifest_json) if inp.manifest_json else None
             # Contents and setup are applied here, on the worker, the setup cached in the store.
-            box = await _heartbeating(create_sandbox(provider, manifest, store=self.store))
+            box = await _heartbeating(
+                create_sandbox(provider, manifest, store=self.store, host_roots=self.host_roots)
+            )
             ref = t.SandboxRef(inp.provider, box.id, self.worker_queue)
             self._boxes[ref.key] = box
             caps = provider.capabilities

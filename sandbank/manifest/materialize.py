@@ -48,6 +48,7 @@ async def create_sandbox(
     store: SnapshotStore | None = None,
     on_output: OutputCallback | None = None,
     storage_options: StorageOptions | None = None,
+    host_roots: Sequence[str] | None = None,
 ) -> Sandbox:
     """Create a sandbox with the manifest's dirs and files in it and its setup run.
 
@@ -55,6 +56,8 @@ async def create_sandbox(
     sandbox. With ``store``, a cached result of the same contents and setup is restored
     instead, and a new result is cached. Setup output is logged (``sandbank.manifest``,
     INFO) and passed to ``on_output``. ``storage_options`` (by protocol) open URL sources.
+    ``host_roots`` limits host paths and ``file://`` URLs to those directories (a worker
+    serving manifests it did not write should set it); ``None`` allows any.
     """
     manifest = Manifest.parse(manifest)
     if not manifest.has_contents:
@@ -62,7 +65,7 @@ async def create_sandbox(
     token = APPLYING.set(True)
     try:
         provider.validate_manifest(manifest)
-        sources = await resolve(manifest, storage_options or {})
+        sources = await resolve(manifest, storage_options or {}, host_roots)
         try:
             box = await provider.create(manifest)
             try:

@@ -21,7 +21,7 @@ import tarfile
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -68,16 +68,41 @@ class Source(ABC):
         """Remove anything ``fetch`` left on this host."""
 
 
-async def resolve(manifest: Manifest, storage_options: StorageOptions) -> list[Source]:
-    """The manifest's entries as sources (dirs first, then files), each resolved."""
+async def resolve(
+    manifest: Manifest, storage_options: StorageOptions, host_roots: Sequence[str] | None = None
+) -> list[Source]:
+    """The manifest's entries as sources (dirs first, then files), each resolved.
+
+    ``host_roots``: directories host paths and ``file://`` URLs must lie in (None: any).
+    """
     sources: list[Source] = []
     for i, d in enumerate(manifest.dirs):
         sources.append(_dir_source(f"dirs[{i}]", d, storage_options))
     for i, f in enumerate(manifest.files):
         sources.append(_file_source(f"files[{i}]", f, storage_options))
+    if host_roots is not None:
+        await asyncio.to_thread(_check_host_roots, sources, host_roots)
     for source in sources:
         await source.resolve()
     return sources
+
+
+def _check_host_roots(sources: list[Source], host_roots: Sequence[str]) -> None:
+    roots = [os.path.realpath(r) for r in host_roots]
+    for source in sources:
+        if isinstance(source, _HostSource):
+            field, path = f"{source.where}.host", source.path
+        elif isinstance(source, _UrlSource) and urlsplit(source.url).scheme in ("file", "local"):
+            field, path = source.field, urlsplit(source.url).path
+        else:
+            continue
+        real = os.path.realpath(path)  # symlinks resolved: a link out of a root is outside
+        if not any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots):
+            raise SourceError(
+                field,
+                f"{path!r} is outside the host directories this worker allows "
+                f"({', '.join(roots)}); move it there, or allow its directory on the worker",
+            )
 
 
 def _file_source(where: str, entry: WorkspaceFile, options: StorageOptions) -> Source:

@@ -78,3 +78,16 @@ async def test_a_failing_setup_fails_the_turn_clearly(client, task_queue, local_
         assert "setup[0]" in r.error and "exited with 7" in r.error and "missing tool" in r.error
         assert await local_provider.list() == []
         await mgr.stop(sid)
+
+
+async def test_a_worker_limits_host_paths_to_its_roots(
+    client, task_queue, local_provider, store, tmp_path
+):
+    acts = SandboxActivities({"local": local_provider}, store, host_roots=[str(tmp_path)])
+    mgr = SessionManager(client, task_queue)
+    async with build_worker(client, acts, task_queue=task_queue):
+        sid = await mgr.start("local", {"files": [{"path": "p", "host": "/etc/passwd"}]})
+        r = await mgr.send(sid, sh("true"))
+        assert r.error is not None and "files[0].host" in r.error and "outside" in r.error
+        assert await local_provider.list() == []
+        await mgr.stop(sid)

@@ -549,3 +549,27 @@ async def test_provider_sandbox_applies_contents_and_cleans_up(
     async with provider.sandbox(counted(), store=store) as box:
         assert await box.read_file("src/main.c")
     assert await provider.list() == []
+
+
+async def test_host_roots_limit_what_a_manifest_may_read(local: Provider, tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "ok.txt").write_text("ok\n")
+    (allowed / "escape").symlink_to("/etc")
+    roots = [str(allowed)]
+    box = await create_sandbox(
+        local, {"files": [{"path": "ok.txt", "host": str(allowed / "ok.txt")}]}, host_roots=roots
+    )
+    assert await box.read_file("ok.txt") == b"ok\n"
+    await box.destroy()
+    for entry, field in [
+        ({"files": [{"path": "p", "host": "/etc/passwd"}]}, r"files\[0\]\.host"),
+        (
+            {"files": [{"path": "p", "host": str(allowed / "escape" / "passwd")}]},
+            r"files\[0\]\.host",
+        ),
+        ({"dirs": [{"path": "d", "url": "file:///etc"}]}, r"dirs\[0\]\.url"),
+    ]:
+        with pytest.raises(SourceError, match=field + ".* is outside the host directories"):
+            await create_sandbox(local, entry, host_roots=roots)
+    assert await local.list() == []
