@@ -74,7 +74,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--provider", choices=["local", "docker"], default="local")
     parser.add_argument("--image", default="sandbank-test:bookworm", help="for docker")
-    parser.add_argument("--files", type=int, default=6, help="C files to compile")
+    parser.add_argument("--files", type=int, default=16, help="C files to compile")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     args = parser.parse_args()
     options = {"image": args.image} if args.provider == "docker" else {}
