@@ -64,7 +64,6 @@ async def create_sandbox(
         return await provider.create(manifest)
     token = APPLYING.set(True)
     try:
-        provider.validate_manifest(manifest)
         sources = await resolve(manifest, storage_options or {}, host_roots)
         try:
             box = await provider.create(manifest)
