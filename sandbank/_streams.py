@@ -78,11 +78,14 @@ class _QueueWriter(io.RawIOBase):
         self._queue = queue
         self._loop = loop
         self._pending = bytearray()
+        self.aborted = threading.Event()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
+        if self.aborted.is_set():
+            raise PipeClosed("the reader of this stream stopped")
         self._pending += data
         if len(self._pending) >= CHUNK:
             self.flush()
@@ -126,7 +129,9 @@ async def stream_from_thread(produce: Callable[[BinaryIO], object]) -> AsyncIter
         await task
     finally:
         if not task.done():
-            # The consumer stopped early: drain so the producer thread can finish.
+            # The consumer stopped early: the producer's next write raises PipeClosed; drain
+            # what it queued meanwhile so that it can finish.
+            writer.aborted.set()
             while not task.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(queue.get(), timeout=0.1)

@@ -50,3 +50,20 @@ async def test_stream_from_thread_consumer_may_stop_early() -> None:
     first = await anext(stream)
     assert first
     await stream.aclose()
+
+
+async def test_stream_from_thread_stops_the_producer_when_the_reader_stops() -> None:
+    """A consumer that stops early does not make the producer write everything anyway."""
+    written = 0
+
+    def produce(out: BinaryIO) -> None:
+        nonlocal written
+        for _ in range(1000):
+            out.write(b"x" * (1 << 20))
+            written += 1
+
+    stream = stream_from_thread(produce)
+    async for _chunk in stream:
+        break
+    await stream.aclose()
+    assert written < 50

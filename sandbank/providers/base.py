@@ -354,8 +354,16 @@ class Sandbox(ABC):
         """Stream a tar of the workspace (or of ``paths``), members relative to the root."""
         self._ensure_open()
         rels = None if paths is None else [self._normalize(p) for p in paths]
-        async for chunk in self._export_tar(rels):
-            yield chunk
+        stream = self._export_tar(rels)
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            # A consumer that stops early closes this generator: close the provider's too,
+            # so its reader (a thread, a socket) stops now rather than at garbage collection.
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def import_tar(self, stream: AsyncIterable[bytes] | bytes) -> None:
         """Extract a tar into the workspace. Members that would leave it are refused."""

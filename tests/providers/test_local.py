@@ -532,3 +532,27 @@ async def test_overwrite_is_atomic_and_leaves_no_temp_files(box: LocalSandbox) -
     await box.write_file("link", b"through the link")
     assert await box.read_file("data.bin") == b"through the link"
     assert sorted(os.listdir(box.host_path)) == ["data.bin", "link"]
+
+
+async def test_export_tar_closed_early_closes_the_provider_stream(
+    box: LocalSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing an export the consumer stopped reading closes the provider's stream at once
+    (its reader thread or socket stops now, not when the garbage collector gets to it)."""
+    closed = []
+    inner = box._export_tar
+
+    async def tracked(paths: list[str] | None) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in inner(paths):
+                yield chunk
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(box, "_export_tar", tracked)
+    await box.write_file("big.bin", os.urandom(4 << 20))
+    stream = box.export_tar()
+    async for _chunk in stream:
+        break
+    await stream.aclose()
+    assert closed == [True]
