@@ -419,14 +419,24 @@ class _GitSource(Source):
         if re.fullmatch(r"[0-9a-f]{40}", ref):
             self.commit = ref
         else:
-            out = await self._run(["ls-remote", self.git.url, ref], f"{self.where}.git.url")
-            refs = dict(
-                (name, sha) for sha, _, name in (line.partition("\t") for line in out.splitlines())
+            out = await self._run(
+                ["ls-remote", "--symref", self.git.url, ref], f"{self.where}.git.url"
             )
+            refs: dict[str, str] = {}
+            head = ""  # the branch the remote's HEAD points at, if it says
+            for line in out.splitlines():
+                value, _, name = line.partition("\t")
+                if value.startswith("ref: refs/heads/") and name == "HEAD":
+                    head = value.removeprefix("ref: refs/heads/")
+                else:
+                    refs[name] = value
             for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref):
                 if name in refs:
                     self.commit = refs[name]
-                    self.branch = ref if name == f"refs/heads/{ref}" else None
+                    if name == f"refs/heads/{ref}":
+                        self.branch = ref
+                    elif name == "HEAD":
+                        self.branch = head or None
                     break
             else:
                 raise SourceError(
@@ -450,7 +460,7 @@ class _GitSource(Source):
         repo = ["-C", self.checkout]
         await self._run(["init", "-q", self.checkout], where)
         depth = [f"--depth={self.git.depth}"] if self.git.depth else []
-        ref = self.git.ref or "HEAD"
+        ref = self.branch or self.git.ref or "HEAD"
         await self._run([*repo, "fetch", "-q", "--no-tags", *depth, self.git.url, ref], where)
         await self._run([*repo, "checkout", "-q", "--detach", "FETCH_HEAD"], where)
         if self.branch:

@@ -133,16 +133,21 @@ async def test_references_never_put_content_in_the_manifest(
 
 
 @pytest.mark.parametrize(
-    ("git_spec", "head", "commits"),
+    ("git_spec", "head", "commits", "branch"),
     [
-        ({"ref": "v1"}, "one", 1),  # an annotated tag: its commit
-        ({"ref": "main", "depth": 2}, "three", 2),
-        ({"depth": 0}, "three", 3),  # the remote's HEAD, whole history
-        ({"ref": "two"}, "two", 1),  # a full commit id (filled in below)
+        ({"ref": "v1"}, "one", 1, ""),  # an annotated tag: its commit, detached
+        ({"ref": "main", "depth": 2}, "three", 2, "main"),
+        ({"depth": 0}, "three", 3, "main"),  # the remote's HEAD (on its branch), all history
+        ({"ref": "two"}, "two", 1, ""),  # a full commit id (filled in below)
     ],
 )
 async def test_git_ref_and_depth(
-    local: Provider, repo: dict[str, str], git_spec: dict[str, Any], head: str, commits: int
+    local: Provider,
+    repo: dict[str, str],
+    git_spec: dict[str, Any],
+    head: str,
+    commits: int,
+    branch: str,
 ) -> None:
     spec = {"url": repo["url"], **git_spec}
     if spec.get("ref") == "two":
@@ -152,6 +157,7 @@ async def test_git_ref_and_depth(
         assert (await shell(box, "git -C r rev-parse HEAD")).strip() == repo[head]
         assert (await shell(box, "git -C r log --oneline | wc -l")).strip() == str(commits)
         assert (await shell(box, "git -C r status --porcelain")) == ""
+        assert (await shell(box, "git -C r branch --show-current")).strip() == branch
     finally:
         await box.destroy()
 
