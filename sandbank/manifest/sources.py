@@ -304,8 +304,8 @@ class _UrlSource(Source):
         super().__init__(where, target, mode)
         self.url, self.options, self.is_dir = url, options, is_dir
         self.field = f"{where}.url"
-        self.objects: list[tuple[str, str, int | None]] = []
-        """(relative name, fsspec path, size) of each object to write."""
+        self.objects: list[tuple[str, str, int | None, str]] = []
+        """(relative name, fsspec path, size, version) of each object to write."""
         self.fs: Any = None
 
     async def resolve(self) -> None:
@@ -314,6 +314,7 @@ class _UrlSource(Source):
     def _resolve(self) -> dict[str, Any]:
         self.fs, path = self._open_fs()
         try:
+            self.fs.invalidate_cache()  # fsspec instances are shared: no stale listings or tags
             if self.is_dir:
                 if not self.fs.isdir(path):
                     raise FileNotFoundError(path)
@@ -328,15 +329,13 @@ class _UrlSource(Source):
                 if info.get("type") == "directory":
                     raise SourceError(self.field, f"{self.url!r} is a directory; use dirs")
                 infos = {"": info}
-            versions = []
             for rel, info in sorted(infos.items()):
                 name = info.get("name", path)
-                self.objects.append((rel, name, info.get("size")))
-                version = next((str(info[k]) for k in _VERSION_KEYS if info.get(k)), None)
+                version = _version_tag(info)
                 if version is None:  # no version tag: digest the content itself
                     with self.fs.open(name, "rb") as file:
                         version = "sha256:" + _digest(file)
-                versions.append([rel, version])
+                self.objects.append((rel, name, info.get("size"), version))
         except SourceError:
             raise
         except FileNotFoundError as exc:
@@ -351,6 +350,9 @@ class _UrlSource(Source):
             raise SourceError(
                 self.field, f"cannot read {self.url!r}: {type(exc).__name__}: {exc}", retryable=True
             ) from None
+        return self._print([[rel, version] for rel, _, _, version in self.objects])
+
+    def _print(self, versions: list[list[str]]) -> dict[str, Any]:
         return {"url": self.url, "objects": versions, "mode": self.mode}
 
     def _open_fs(self) -> tuple[Any, str]:
@@ -372,8 +374,9 @@ class _UrlSource(Source):
             _add_dir(tar, self.target, 0o755 if self.mode is None else self.mode)
         made = {""}
         file_mode = 0o644 if self.mode is None or self.is_dir else self.mode
+        written: list[list[str]] = []
         try:
-            for rel, name, size in self.objects:
+            for rel, name, size, version in self.objects:
                 parts = rel.split("/")[:-1]
                 for k in range(1, len(parts) + 1):
                     parent = "/".join(parts[:k])
@@ -387,14 +390,24 @@ class _UrlSource(Source):
                         shutil.copyfileobj(file, spool, _CHUNK)
                         source, length = spool, spool.tell()
                         spool.seek(0)
-                    _add_file(tar, _join(self.target, rel), source, length, file_mode, None, where)
+                    name_in_tar = _join(self.target, rel)
+                    sha = _add_file(tar, name_in_tar, source, length, file_mode, None, where)
+                # What was read is the tagged version only if the tag still holds; otherwise
+                # its digest goes into the key (which later lookups, by tag, will not match).
+                if version.startswith("sha256:") or _version_tag(self.fs.info(name)) != version:
+                    version = "sha256:" + sha
+                written.append([rel, version])
         except SourceError:
             raise
         except Exception as exc:
             raise SourceError(
                 self.field, f"cannot read {self.url!r}: {type(exc).__name__}: {exc}", retryable=True
             ) from None
-        return self.fingerprint
+        return self._print(written)
+
+
+def _version_tag(info: dict[str, Any]) -> str | None:
+    return next((str(info[k]) for k in _VERSION_KEYS if info.get(k)), None)
 
 
 def _digest(file: IO[bytes]) -> str:

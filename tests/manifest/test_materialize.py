@@ -176,7 +176,7 @@ async def test_fsspec_url_on_the_s3_emulator(
     manifest = {
         "files": [{"path": "one.bin", "url": f"s3://{prefix}/one.bin"}],
         "dirs": [{"path": "tree", "url": f"s3://{prefix}/tree"}],
-        "setup": ["cat one.bin tree/a.txt tree/deeper/b.txt | wc -c > size"],
+        "setup": ["cat one.bin tree/a.txt tree/deeper/b.txt | wc -c | tee size"],
     }
     storage = {"s3": options}
     box = await create_sandbox(local, manifest, store=store, storage_options=storage)
@@ -186,9 +186,18 @@ async def test_fsspec_url_on_the_s3_emulator(
         assert (await box.read_file("size")).strip() == str(len(BINARY) + 4).encode()
     finally:
         await box.destroy()
+    seen: list[bytes] = []
+    box = await create_sandbox(
+        local, manifest, store=store, storage_options=storage, on_output=lambda s, d: seen.append(d)
+    )
+    await box.destroy()
+    assert seen == []  # unchanged objects (same ETags): the cached setup, nothing ran
     fs.pipe(f"{prefix}/tree/a.txt", b"changed\n")  # a new version (ETag): a cache miss
-    box = await create_sandbox(local, manifest, store=store, storage_options=storage)
+    box = await create_sandbox(
+        local, manifest, store=store, storage_options=storage, on_output=lambda s, d: seen.append(d)
+    )
     try:
+        assert seen  # setup ran again
         assert await box.read_file("tree/a.txt") == b"changed\n"
         assert (await box.read_file("size")).strip() == str(len(BINARY) + 10).encode()
     finally:
