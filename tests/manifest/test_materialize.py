@@ -8,6 +8,7 @@ import base64
 import json
 import logging
 import os
+import tempfile
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -527,8 +528,15 @@ async def test_unreadable_sources_fail_before_anything_is_created(
 
 
 async def test_a_missing_http_object_and_a_bad_git_ref(
-    local: Provider, http_root: tuple[Path, str], repo: dict[str, str]
+    local: Provider,
+    http_root: tuple[Path, str],
+    repo: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    scratch = tmp_path / "scratch"  # where the worker's git clones go
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     _, base_url = http_root
     with pytest.raises(SourceError, match=r"files\[0\]\.url: .*/missing\.bin' does not exist"):
         await create_sandbox(local, {"files": [{"path": "a", "url": f"{base_url}/missing.bin"}]})
@@ -543,8 +551,9 @@ async def test_a_missing_http_object_and_a_bad_git_ref(
         "dirs": [{"path": "r", "git": {"url": repo["url"], "ref": "0" * 40}}],
     }
     with pytest.raises(SourceError, match=r"dirs\[0\]\.git: git fetch failed"):
-        await create_sandbox(local, missing_commit)
+        await create_sandbox(local, missing_commit)  # the sandbox existed: it is destroyed
     assert await local.list() == []
+    assert list(scratch.iterdir()) == []  # and the clone is gone
 
 
 async def test_bad_base64_and_escapes_are_refused_before_creating(local: Provider) -> None:
