@@ -28,7 +28,14 @@ if TYPE_CHECKING:
         SnapshotError,
         WorkspacePathError,
     )
-    from sandbank.manifest import Image, Manifest, Resources
+    from sandbank.manifest import (
+        Image,
+        Manifest,
+        Resources,
+        SetupFailed,
+        SourceError,
+        create_sandbox,
+    )
     from sandbank.providers import (
         Capabilities,
         ExecResult,
@@ -65,7 +72,10 @@ _LOCATIONS = {
         ],
         _ERRORS,
     ),
-    **dict.fromkeys(["Image", "Manifest", "Resources"], "sandbank.manifest"),
+    **dict.fromkeys(
+        ["Image", "Manifest", "Resources", "SetupFailed", "SourceError", "create_sandbox"],
+        "sandbank.manifest",
+    ),
     **dict.fromkeys(
         [
             "Capabilities",
@@ -121,9 +131,12 @@ __all__ = [
     "SandboxNotFound",
     "SandboxStatus",
     "SecretUnavailable",
+    "SetupFailed",
     "SnapshotError",
+    "SourceError",
     "WorkspacePathError",
     "__version__",
+    "create_sandbox",
     "get_provider",
     "list_providers",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -144,7 +145,7 @@ _HELPERS = {"_ensure_open", "_normalize", "_file_path"}
     [
         ({"network": True, "resources": {"pids": 5}}, "resource_limits"),
         ({}, "network_policy"),
-        ({"network": True, "image": "python:3.12"}, "image"),
+        ({"network": True, "image": {"name": "python:3.12", "hints": {"bare": "x"}}}, "image"),
         ({"network": True, "image": {"hints": {"bare": "x"}}}, "image"),
         ({"network": True, "user": "1000"}, "user"),
     ],
@@ -160,6 +161,17 @@ def test_validate_manifest_refuses_what_is_not_declared(
 def test_validate_manifest_accepts_what_is_declared() -> None:
     bare = _Bare()
     assert bare.validate_manifest({"network": True, "image": {"hints": {"docker": "x"}}}).network
+
+
+def test_a_generic_image_is_ignored_without_the_image_capability(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``image.name`` is a default for providers with images, so a manifest stays portable;
+    only a hint addressed to a provider that cannot honour it is refused (test above)."""
+    with caplog.at_level(logging.INFO, logger="sandbank.providers.base"):
+        manifest = _Bare().validate_manifest({"network": True, "image": "python:3.12-slim"})
+    assert manifest.image.name == "python:3.12-slim"
+    assert "has no images; ignoring image 'python:3.12-slim'" in caplog.text
     full = _Bare(Capabilities(network_policy=True, resource_limits=True, image=True, user=True))
     manifest = full.validate_manifest({"resources": {"pids": 5}, "image": "i", "user": "0"})
     assert (manifest.network, manifest.user) == (False, "0")

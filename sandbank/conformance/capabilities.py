@@ -8,7 +8,7 @@ import os
 import pytest
 
 from sandbank.errors import NotSupported
-from sandbank.providers.base import Sandbox, SandboxStatus
+from sandbank.providers.base import Provider, Sandbox, SandboxStatus
 
 from ._helpers import read_host_file, run_ok
 from .fixtures import ConformanceFixtures, SandboxFactory
@@ -130,11 +130,14 @@ class CapabilityTests(ConformanceFixtures):
         assert caught.value.capability == "user"
 
     @capability("image", declared=False)
-    async def test_image_refused(self, make_sandbox: SandboxFactory) -> None:
-        """Without the image capability, a manifest naming an image raises NotSupported."""
+    async def test_image_refused(self, provider: Provider, make_sandbox: SandboxFactory) -> None:
+        """Without the image capability, an image hint for this provider raises NotSupported;
+        a generic image name is ignored (the manifest stays portable)."""
         with pytest.raises(NotSupported) as caught:
-            await make_sandbox(image="sandbank-conformance/no-such-image:1")
+            await make_sandbox(image={"hints": {provider.name: "sandbank-conformance/no-such:1"}})
         assert caught.value.capability == "image"
+        box = await make_sandbox(image="sandbank-conformance/no-such-image:1")
+        assert (await box.info()).image is None
 
     @capability("host_path")
     async def test_host_path(self, sandbox: Sandbox) -> None:

@@ -17,7 +17,7 @@ import socket
 import tarfile
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,9 +39,11 @@ from sandbank.errors import (
     SnapshotError,
 )
 from sandbank.manifest import Manifest
+from sandbank.manifest.materialize import create_sandbox
 from sandbank.providers.base import ExecResult, Provider, Sandbox
 from sandbank.providers.registry import get_provider
 from sandbank.secrets import exec_environment
+from sandbank.snapshots import Excluder
 
 __all__ = [
     "HEARTBEAT_EVERY",
@@ -114,6 +116,7 @@ class SandboxActivities:
         inline_limit: int = t.INLINE_LIMIT,
         locality: str | None = None,
         unavailable_timeout: float = 10.0,
+        host_roots: Sequence[str] | None = None,
     ) -> None:
         self._providers = providers
         self._provider_cache: dict[str, Provider] = {}
@@ -123,6 +126,8 @@ class SandboxActivities:
         self.unavailable_timeout = unavailable_timeout
         """Seconds an unavailable provider (engine down, SDK missing) is retried before the
         call fails with ``ProviderUnavailable``."""
+        self.host_roots = host_roots
+        """Directories a manifest's host paths (and ``file://`` URLs) may read (None: any)."""
         self.worker_queue: str | None = None
         """This worker's own task queue for the sandboxes it creates (set by
         ``build_worker``, which polls it); None leaves sandboxes on the shared queue."""
@@ -294,7 +299,10 @@ class SandboxActivities:
         async def work() -> t.CreateOutput:
             provider = self.provider(inp.provider)
             manifest = Manifest.from_json(inp.manifest_json) if inp.manifest_json else None
-            box = await _heartbeating(provider.create(manifest))
+            # Contents and setup are applied here, on the worker, the setup cached in the store.
+            box = await _heartbeating(
+                create_sandbox(provider, manifest, store=self.store, host_roots=self.host_roots)
+            )
             ref = t.SandboxRef(inp.provider, box.id, self.worker_queue)
             self._boxes[ref.key] = box
             caps = provider.capabilities
@@ -621,7 +629,10 @@ class SandboxActivities:
             box = await self._box(inp.sandbox)
             record = await _heartbeating(
                 store.snapshot(
-                    box, parent=inp.parent, exclude=("/" + PRIVATE_DIR,), tags=tuple(inp.tags)
+                    box,
+                    parent=inp.parent,
+                    exclude=("/" + PRIVATE_DIR, *box.manifest.exclude),
+                    tags=tuple(inp.tags),
                 )
             )
             stats = record.stats
@@ -664,7 +675,8 @@ class SandboxActivities:
 
         async def work() -> t.DigestOutput:
             box = await self._box(ref)
-            return _listing_digest(await _heartbeating(box.list_tree(".")))
+            entries = await _heartbeating(box.list_tree("."))
+            return _listing_digest(Excluder(box.manifest.exclude).kept(entries))
 
         return await self._run(ref, work)
 
@@ -841,8 +853,11 @@ _SUPERVISORS: set[asyncio.Future[int]] = set()
 
 
 async def _tree_digest(box: Sandbox) -> t.DigestOutput:
+    """Paths, types, modes and bytes of the workspace, without what checkpoints exclude."""
     loop = asyncio.get_running_loop()
     reader = SyncReader(box.export_tar().__aiter__(), loop)
+    excluder = Excluder(box.manifest.exclude)
+    skipped: list[str] = []
 
     def hash_tar() -> t.DigestOutput:
         rows: list[tuple[str, str]] = []
@@ -851,6 +866,13 @@ async def _tree_digest(box: Sandbox) -> t.DigestOutput:
             for member in archive:
                 name = member.name.lstrip("./") or "."
                 if name == PRIVATE_DIR or name.startswith(PRIVATE_DIR + "/") or name == ".":
+                    continue
+                if excluder and (
+                    any(name.startswith(d + "/") for d in skipped)
+                    or excluder.excluded(os.fsencode(name.rstrip("/")), member.isdir())
+                ):
+                    if member.isdir():
+                        skipped.append(name.rstrip("/"))
                     continue
                 h = hashlib.sha256()
                 if member.isfile():

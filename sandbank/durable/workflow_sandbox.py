@@ -115,11 +115,14 @@ class WorkflowSandbox:
         """Create a sandbox on the worker's ``provider`` (the manifest as JSON).
 
         Any worker on the shared queue creates it; the ref names that worker's own queue,
-        where every later call for this sandbox goes."""
+        where every later call for this sandbox goes. The manifest's contents and setup are
+        applied there (setup may run long: the activity heartbeats, so a lost worker is
+        still noticed in seconds)."""
         opts = options or ActivityOptions()
         out: t.CreateOutput = await _call(
-            opts, t.CREATE, t.CreateInput(provider, manifest_json), t.CreateOutput
-        )
+            opts, t.CREATE, t.CreateInput(provider, manifest_json), t.CreateOutput,
+            start_to_close=timedelta(hours=2),
+        )  # fmt: skip
         ref = out.sandbox
         if ref.task_queue is not None and not workflow.patched(_PINNED_PATCH):
             ref = replace(ref, task_queue=None)  # a run from before pinning replays unpinned

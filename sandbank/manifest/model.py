@@ -11,9 +11,24 @@ import tomllib
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import tomli_w
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sandbank.errors import ManifestError
+from sandbank.manifest.contents import (
+    SetupCommand,
+    WorkspaceDir,
+    WorkspaceFile,
+    check_contents,
+    check_excludes,
+)
 from sandbank.secrets import check_reference
 
 __all__ = ["Image", "Manifest", "Resources"]
@@ -86,6 +101,13 @@ class Manifest(_Model):
     ports: list[int] = Field(
         default_factory=list, description="TCP ports in the sandbox reachable via port_url()"
     )
+    # Workspace contents (sandbank.manifest.contents), applied by create_sandbox.
+    dirs: list[WorkspaceDir] = Field(default_factory=list)
+    files: list[WorkspaceFile] = Field(default_factory=list)
+    setup: list[SetupCommand] = Field(default_factory=list, description="run once, in order")
+    exclude: list[str] = Field(
+        default_factory=list, description="gitignore patterns checkpoints leave out"
+    )
 
     @field_validator("image", mode="before")
     @classmethod
@@ -143,6 +165,28 @@ class Manifest(_Model):
             raise ValueError(f"workdir {value!r} must be relative to the workspace, without '..'")
         return str(path)
 
+    @field_validator("setup", mode="before")
+    @classmethod
+    def _setup_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"run": v} if isinstance(v, str | list) else v for v in value]
+        return value
+
+    @field_validator("exclude")
+    @classmethod
+    def _exclude(cls, value: list[str]) -> list[str]:
+        return check_excludes(value)
+
+    @model_validator(mode="after")
+    def _contents(self) -> Manifest:
+        check_contents(self.files, self.dirs)
+        return self
+
+    @property
+    def has_contents(self) -> bool:
+        """Whether creating it means more than an empty sandbox (files, dirs or setup)."""
+        return bool(self.files or self.dirs or self.setup)
+
     @classmethod
     def parse(cls, data: Manifest | dict[str, Any] | None) -> Manifest:
         """A manifest from a dict (or ``None`` for the defaults), raising ``ManifestError``."""
@@ -172,7 +216,7 @@ class Manifest(_Model):
         return self.model_dump_json(exclude_defaults=True)
 
     def to_toml(self) -> str:
-        return _dump_toml(self.model_dump(mode="json", exclude_defaults=True))
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_defaults=True, exclude_none=True))
 
     def merged(self, **overrides: Any) -> Manifest:
         """A copy with top-level fields replaced, validated again."""
@@ -182,39 +226,10 @@ class Manifest(_Model):
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "manifest"
-        lines.append(f"{where}: {err['msg']}")
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
+        where = where.lstrip(".")
+        if not where and err["type"] != "value_error":
+            where = "manifest"
+        lines.append(f"{where}: {message}" if where else message)
     return "invalid manifest: " + "; ".join(lines)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else _toml_value(key)
-
-
-def _dump_toml(data: dict[str, Any]) -> str:
-    scalars = [
-        f"{_toml_key(k)} = {_toml_value(v)}"
-        for k, v in data.items()
-        if v is not None and not isinstance(v, dict)
-    ]
-    tables = [
-        f"\n[{_toml_key(k)}]\n"
-        + "\n".join(f"{_toml_key(a)} = {_toml_value(b)}" for a, b in v.items() if b is not None)
-        for k, v in data.items()
-        if isinstance(v, dict)
-    ]
-    return "\n".join(scalars) + "".join(tables) + "\n"

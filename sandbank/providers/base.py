@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import inspect
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
@@ -19,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 from sandbank._result import ExecResult
 from sandbank.errors import (
@@ -30,7 +31,11 @@ from sandbank.errors import (
     WorkspacePathError,
 )
 from sandbank.manifest import Manifest
+from sandbank.manifest.contents import applying_contents
 from sandbank.secrets import Redactor, exec_environment
+
+if TYPE_CHECKING:
+    from sandbank.snapshots import SnapshotStore
 
 __all__ = [
     "DEFAULT_OUTPUT_LIMIT",
@@ -48,6 +53,8 @@ __all__ = [
     "normalize_path",
     "option_names",
 ]
+
+log = logging.getLogger(__name__)
 
 WORKSPACE = "/workspace"
 """Where the workspace root appears to commands unless a sandbox says otherwise
@@ -605,8 +612,10 @@ class Provider(ABC):
 
         Call it first in ``create``. It refuses, from ``capabilities``: resources without
         ``resource_limits``, ``network=False`` (the default) without ``network_policy``, an
-        image for this provider without ``image``, ports without ``ports``, a user without
-        ``user``.
+        image hint for this provider without ``image``, ports without ``ports``, a user
+        without ``user``; and files, dirs or setup outside ``create_sandbox`` (which applies
+        them). A generic ``image.name`` is a default for providers with images; the others
+        ignore it.
         """
         manifest = Manifest.parse(manifest)
         caps = self.capabilities
@@ -626,13 +635,13 @@ class Provider(ABC):
                 "provider cannot enforce; set network=True to accept a sandbox with network "
                 "access, or use a provider that declares network_policy",
             )
-        image = manifest.image.for_provider(self.name)
-        if image is not None and not caps.image:
+        hint = manifest.image.hints.get(self.name)
+        if hint is not None and not caps.image:
             raise NotSupported(
                 self.name,
                 "image",
-                f"the manifest names image {image!r}, but this provider has no images; "
-                f"remove manifest.image, or give it as a hint for the providers that use it",
+                f"the manifest's image.hints.{self.name} names image {hint!r}, but this "
+                f"provider has no images; remove that hint",
             )
         if manifest.ports and not caps.ports:
             raise NotSupported(
@@ -641,11 +650,19 @@ class Provider(ABC):
                 f"the manifest asks for ports {manifest.ports}, which this provider cannot "
                 f"publish; remove manifest.ports or use a provider that declares ports",
             )
+        if manifest.image.name is not None and not caps.image:
+            log.info("provider %r has no images; ignoring image %r", self.name, manifest.image.name)
         if manifest.user is not None and not caps.user:
             raise NotSupported(
                 self.name,
                 "user",
                 f"the manifest asks to run as user {manifest.user!r}; remove manifest.user",
+            )
+        if manifest.has_contents and not applying_contents():
+            raise ConfigurationError(
+                "the manifest has files, dirs or setup, which Provider.create does not apply; "
+                "use sandbank.create_sandbox(provider, manifest, store=...) or "
+                "provider.sandbox(manifest)"
             )
         return manifest
 
@@ -675,10 +692,19 @@ class Provider(ABC):
 
     @asynccontextmanager
     async def sandbox(
-        self, manifest: Manifest | dict[str, Any] | None = None
+        self,
+        manifest: Manifest | dict[str, Any] | None = None,
+        *,
+        store: SnapshotStore | None = None,
+        on_output: OutputCallback | None = None,
     ) -> AsyncIterator[Sandbox]:
-        """A sandbox that lives for the ``async with`` block and is destroyed after it."""
-        box = await self.create(manifest)
+        """A sandbox that lives for the ``async with`` block and is destroyed after it.
+
+        It is made by ``sandbank.create_sandbox`` (contents, setup cached in ``store``).
+        """
+        from sandbank.manifest.materialize import create_sandbox
+
+        box = await create_sandbox(self, manifest, store=store, on_output=on_output)
         try:
             yield box
         finally:

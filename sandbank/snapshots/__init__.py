@@ -14,6 +14,7 @@ snapshot is committed by writing its record ``snapshots/<id>.json`` last. The st
 """
 
 from sandbank.errors import SnapshotError
+from sandbank.snapshots._ingest import Excluder
 from sandbank.snapshots.errors import (
     CorruptObject,
     MissingObject,
@@ -41,6 +42,7 @@ from sandbank.snapshots.store import (
 
 __all__ = [
     "CorruptObject",
+    "Excluder",
     "GcReport",
     "MissingObject",
     "ProgressCallback",

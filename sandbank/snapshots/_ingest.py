@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import fnmatch
 import functools
 import logging
 import os
@@ -15,9 +14,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
+import pathspec
 from pyfastcdc import FastCDC
 
 from sandbank._hostfs import entry_type, open_dir_nofollow
+from sandbank.errors import ConfigurationError
 from sandbank.providers._tar import TarGuard, TarReader, member_path
 from sandbank.providers.base import FileEntry
 from sandbank.snapshots._format import (
@@ -69,42 +70,41 @@ class IngestResult:
 
 
 class Excluder:
-    """Exclusion globs: ``name/`` matches directories, ``a/b*`` is anchored, ``*.pyc`` any depth."""
+    """Gitignore-style patterns (``pathspec``): ``node_modules/`` matches directories at any
+    depth, ``/build`` only at the root, ``*.pyc`` anywhere, ``!keep.pyc`` takes one back."""
 
     def __init__(self, patterns: Iterable[str]) -> None:
-        self.dir_only: list[str] = []
-        self.any_depth: list[str] = []
-        self.anchored: list[str] = []
-        for raw in patterns:
-            pat = raw.strip()
-            if not pat:
-                continue
-            dir_only = pat.endswith("/")
-            pat = pat.strip("/")
-            if raw.startswith("/") or "/" in pat:
-                self.anchored.append(pat + ("/" if dir_only else ""))
-            elif dir_only:
-                self.dir_only.append(pat)
-            else:
-                self.any_depth.append(pat)
+        lines = [p for p in patterns if p.strip()]
+        try:
+            self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        except Exception as exc:
+            raise ConfigurationError(
+                f"exclude patterns {lines!r} are not gitignore patterns ({exc}); fix them"
+            ) from None
 
     def __bool__(self) -> bool:
-        return bool(self.dir_only or self.any_depth or self.anchored)
+        return self._spec is not None
 
     def excluded(self, rel: bytes, is_dir: bool) -> bool:
-        path = os.fsdecode(rel)
-        name = path.rsplit("/", 1)[-1]
-        if any(fnmatch.fnmatchcase(name, p) for p in self.any_depth):
-            return True
-        if is_dir and any(fnmatch.fnmatchcase(name, p) for p in self.dir_only):
-            return True
-        for p in self.anchored:
-            if p.endswith("/"):
-                if is_dir and fnmatch.fnmatchcase(path, p[:-1]):
-                    return True
-            elif fnmatch.fnmatchcase(path, p):
-                return True
-        return False
+        if self._spec is None:
+            return False
+        return self._spec.match_file(os.fsdecode(rel) + ("/" if is_dir else ""))
+
+    def kept(self, entries: Sequence[FileEntry]) -> list[FileEntry]:
+        """``entries`` without the excluded ones and everything below an excluded directory."""
+        if self._spec is None:
+            return list(entries)
+        out: list[FileEntry] = []
+        skipped: list[str] = []
+        for e in sorted(entries, key=lambda e: e.path.split("/")):
+            if any(e.path.startswith(s + "/") for s in skipped):
+                continue
+            if self.excluded(os.fsencode(e.path), e.type == "dir"):
+                if e.type == "dir":
+                    skipped.append(e.path)
+                continue
+            out.append(e)
+        return out
 
 
 def scan_host(root: str, excluder: Excluder) -> ScanNode:
@@ -168,16 +168,9 @@ def scan_entries(entries: Sequence[FileEntry], excluder: Excluder) -> ScanNode:
     """Build the scan tree from a sandbox's ``list_tree`` output."""
     top = ScanNode(b"", "dir", 0o755, 0, children={})
     dirs: dict[bytes, ScanNode] = {b"": top}
-    skipped: list[bytes] = []
-    for e in sorted(entries, key=lambda e: os.fsencode(e.path)):
+    for e in sorted(excluder.kept(entries), key=lambda e: os.fsencode(e.path)):
         rel = os.fsencode(e.path)
         if e.type == "other":
-            continue
-        if any(rel.startswith(s + b"/") for s in skipped):
-            continue
-        if excluder and excluder.excluded(rel, e.type == "dir"):
-            if e.type == "dir":
-                skipped.append(rel)
             continue
         parent_path, _, name = rel.rpartition(b"/")
         parent = dirs.get(parent_path)

@@ -15,6 +15,7 @@ from sandbank._streams import stream_from_thread
 from sandbank.errors import ConfigurationError
 from sandbank.providers.base import FileEntry, Sandbox
 from sandbank.snapshots._format import Node
+from sandbank.snapshots._ingest import Excluder
 from sandbank.snapshots._records import (
     _TAR_WORKERS,
     _WORKERS,
@@ -57,9 +58,11 @@ class _Reading(_StoreBase):
         """Restore a snapshot into a sandbox or host directory.
 
         A non-empty target raises ``TargetNotEmpty`` unless ``if_not_empty="replace"``, which
-        makes the target exactly the snapshot (removing everything else) and transfers only
-        what differs: files and symlinks whose type, size, mode, mtime and link target already
-        match are left alone, so restoring B onto a target holding A moves about the delta.
+        makes the target exactly the snapshot (removing everything else except what the
+        snapshot's ``exclude`` patterns match: those paths were left out, not deleted, so a
+        rebuilt ``node_modules/`` stays) and transfers only what differs: files and symlinks
+        whose type, size, mode, mtime and link target already match are left alone, so
+        restoring B onto a target holding A moves about the delta.
         ``RestoreStats.files_written``/``bytes_written`` tell what was transferred.
 
         ``base`` (with ``if_not_empty="replace"``) is a snapshot the caller asserts the target
@@ -88,6 +91,7 @@ class _Reading(_StoreBase):
         loop = asyncio.get_running_loop()
         reporter = _Reporter(progress, loop, "restore", rec.stats.logical_bytes)
         replace = if_not_empty == "replace"
+        keep = Excluder(rec.excludes)
         if isinstance(target, Sandbox):
             host = target.host_path if target.provider.capabilities.host_path else None
         elif isinstance(target, str | os.PathLike):
@@ -98,11 +102,11 @@ class _Reading(_StoreBase):
             )
         if host is not None:
             counts = await asyncio.to_thread(
-                restore_host, repo, tree, host, replace, reporter, _WORKERS, base_tree
+                restore_host, repo, tree, host, replace, reporter, _WORKERS, base_tree, keep
             )
         else:
             assert isinstance(target, Sandbox)
-            counts = await self._restore_sandbox(target, tree, replace, reporter, base_tree)
+            counts = await self._restore_sandbox(target, tree, replace, reporter, base_tree, keep)
         reporter.finish()
         return RestoreStats(
             files=counts.files,
@@ -123,10 +127,12 @@ class _Reading(_StoreBase):
         replace: bool,
         reporter: _Reporter,
         base_tree: bytes | None = None,
+        keep: Excluder | None = None,
     ) -> Counts:
         """The generic path: import a tar of what differs (all of it into an empty sandbox).
 
         With ``base_tree`` the target is not listed: its listing is taken to be that tree's.
+        Target entries ``keep`` matches are left alone.
         """
         repo = self._repo
         if base_tree is not None:
@@ -137,7 +143,7 @@ class _Reading(_StoreBase):
             raise TargetNotEmpty(f"sandbox {target.provider.name}:{target.id}")
         entries = await asyncio.to_thread(repo.walk, tree)
         check_available(repo, needed_blobs(entries))
-        plan = plan_sandbox(entries, existing)
+        plan = plan_sandbox(entries, keep.kept(existing) if keep else existing)
         log.debug("restore plan: remove %s, import %s", plan.remove, [p for p, _ in plan.items])
         reporter.total = plan.write_bytes
         if plan.remove:

@@ -12,13 +12,16 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandbank._hostfs import open_dir_nofollow
 from sandbank.providers.base import FileEntry
 from sandbank.snapshots._format import SMALL_FILE, Node
 from sandbank.snapshots._repo import Repo, zero_id
 from sandbank.snapshots.errors import CorruptObject, MissingObject, TargetNotEmpty
+
+if TYPE_CHECKING:
+    from sandbank.snapshots._ingest import Excluder
 
 log = logging.getLogger("sandbank.snapshots")
 
@@ -146,11 +149,13 @@ def restore_host(
     report: Callable[[int], None] | None,
     workers: int,
     base_tree: bytes | None = None,
+    keep: Excluder | None = None,
 ) -> Counts:
     """Write a snapshot into a host directory. Never follows a symlink inside the target.
 
     ``base_tree``: a snapshot the target is asserted to hold; directories whose tree equals
-    its tree at the same path are taken as unchanged and not read at all.
+    its tree at the same path are taken as unchanged and not read at all. ``keep``: target
+    entries it matches that the snapshot lacks are left alone (the snapshot's excludes).
     """
     counts = Counts()
     os.makedirs(target, exist_ok=True)
@@ -164,7 +169,7 @@ def restore_host(
         if base_tree is not None:
             trees = {**repo.load_trees([base_tree]), **trees}
         _restore_into(
-            repo, trees, root_tree, root_fd, source_for, report, workers, counts, base_tree
+            repo, trees, root_tree, root_fd, source_for, report, workers, counts, base_tree, keep
         )
     finally:
         os.close(root_fd)
@@ -206,6 +211,7 @@ def _restore_into(
     workers: int,
     counts: Counts,
     base_tree: bytes | None = None,
+    keep: Excluder | None = None,
 ) -> None:
     """Make the directory under ``root_fd`` exactly the snapshot, writing only what differs.
 
@@ -238,6 +244,9 @@ def _restore_into(
             for name in existing:
                 node = wanted.get(name)
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                rel = b"/".join([*parts, name])
+                if node is None and keep and keep.excluded(rel, stat.S_ISDIR(st.st_mode)):
+                    continue
                 if node is not None:
                     if node.type == "dir" and stat.S_ISDIR(st.st_mode):
                         continue
