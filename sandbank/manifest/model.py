@@ -222,6 +222,11 @@ class Manifest(_Model):
         """A copy with top-level fields replaced, validated again."""
         return Manifest.parse({**self.model_dump(), **overrides})
 
+    def without_contents(self) -> Manifest:
+        """This manifest less what only creation uses (files, dirs, setup): what a provider
+        keeps beside a live sandbox, so that inline content is not copied into its records."""
+        return self.merged(files=[], dirs=[], setup=[])
+
 
 def _describe(exc: ValidationError) -> str:
     lines = []

@@ -1295,7 +1295,7 @@ class DockerProvider(Provider):
             LABEL_ID: sandbox_id,
             LABEL_CREATED: f"{time.time():.3f}",
             LABEL_IMAGE: image,
-            LABEL_MANIFEST: manifest.merged(env={}).to_json(),
+            LABEL_MANIFEST: manifest.without_contents().merged(env={}).to_json(),
             LABEL_ENV: json.dumps(sorted(manifest.env)),
         }
         limits = manifest.resources

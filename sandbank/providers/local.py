@@ -82,7 +82,7 @@ class _Record:
         return json.dumps(
             {
                 "id": self.id,
-                "manifest": json.loads(self.manifest.to_json()),
+                "manifest": json.loads(self.manifest.without_contents().to_json()),
                 "created_at": self.created_at,
                 "workspace": self.workspace,
                 "owned": self.owned,

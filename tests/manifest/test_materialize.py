@@ -133,6 +133,40 @@ async def test_references_never_put_content_in_the_manifest(
         await box.destroy()
 
 
+async def test_inline_content_stays_out_of_provider_records(
+    provider: Provider, tmp_path: Path
+) -> None:
+    """Inline files and setup are applied once: the provider's records (local's state files,
+    docker's labels) keep the manifest without them."""
+    marker = "INLINE-CONTENT-ONLY-IN-THE-WORKSPACE"
+    manifest = Manifest.parse(
+        {"network": True, "files": [{"path": "a.txt", "text": marker}], "setup": [f"true {marker}"]}
+    )
+    box = await create_sandbox(provider, manifest)
+    try:
+        assert await box.read_file("a.txt") == marker.encode()
+        for path in (tmp_path / "state").rglob("*.json"):
+            assert marker not in path.read_text()
+        if provider.name == "docker":
+            labels = await asyncio.to_thread(_container_labels, box.id)
+            assert labels and not any(marker in v for v in labels.values())
+        reattached = await provider.attach(box.id)
+        assert not reattached.manifest.files and not reattached.manifest.setup
+        await reattached.aclose()
+    finally:
+        await box.destroy()
+
+
+def _container_labels(container_id: str) -> dict[str, str]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        return dict(client.containers.get(container_id).labels)
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize(
     ("git_spec", "head", "commits", "branch"),
     [
