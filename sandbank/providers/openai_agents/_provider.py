@@ -390,8 +390,14 @@ class AgentsSdkProvider(Provider):
         client_kwargs: dict[str, Any] | None = None,
         root: str | None = None,
         state_dir: str | os.PathLike[str] | None = None,
+        **unknown: Any,
     ) -> None:
         super().__init__()
+        if unknown:
+            raise ConfigurationError(
+                f"provider {self.name!r} has no options {sorted(unknown)}; it accepts client, "
+                f"options, client_kwargs, root and state_dir"
+            )
         if client is None and self.client_module is None:
             raise ConfigurationError(
                 "AgentsSdkProvider needs client=, an Agents SDK sandbox client; or use a "
