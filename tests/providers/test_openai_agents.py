@@ -377,3 +377,11 @@ async def test_docker_network_and_workspace(oa_docker: DockerAgentsProvider) -> 
         assert container_of(box).attrs["HostConfig"]["NetworkMode"] == "none"
         assert (await box.info()).workspace == "/workspace"
         assert (await box.exec("pwd")).stdout == b"/workspace\n"
+
+
+@pytest.mark.docker
+async def test_docker_missing_image(oa_docker: DockerAgentsProvider) -> None:
+    """An image neither on the engine nor pullable is a ConfigurationError naming it."""
+    with pytest.raises(ConfigurationError, match="sandbank-no-such-image:v1"):
+        await oa_docker.create({"image": "sandbank-no-such-image:v1"})
+    assert await oa_docker.list() == []

@@ -12,6 +12,7 @@ import asyncio
 import os
 from typing import Any
 
+from sandbank.errors import ConfigurationError, ProviderError
 from sandbank.manifest import Manifest
 from sandbank.providers.base import Capabilities
 
@@ -111,6 +112,26 @@ class DockerAgentsProvider(AgentsSdkProvider):
         client = await self._client()
         with sdk_errors(self.backend_id):
             await asyncio.to_thread(client.docker_client.ping)
+
+    async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> AgentsSdkSandbox:
+        manifest = Manifest.parse(manifest)
+        try:
+            return await super().create(manifest)
+        except ProviderError as exc:
+            image = manifest.image.for_provider(self.name, self.image)
+            client = await self._client()
+            if await asyncio.to_thread(client.image_exists, image):
+                raise
+            raise ConfigurationError(
+                f"Docker image {image!r} is not on the engine and the SDK could not pull it "
+                f"({exc}); build or pull it first, or pass another image"
+            ) from exc
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        client, self._client_obj = self._client_obj, None
+        if client is not None:
+            await asyncio.to_thread(client.docker_client.close)
 
     async def _exists(self, state: Any) -> bool | None:
         client = await self._client()
