@@ -43,6 +43,7 @@ from sandbank.errors import (
 from sandbank.providers.base import SandboxStatus
 from sandbank.providers.openai_agents import (
     AGENTS_HINT,
+    LABEL_ID,
     SDK_ERRORS,
     AgentsSdkProvider,
     DockerAgentsProvider,
@@ -340,16 +341,16 @@ async def test_docker_vanished_container(oa_docker: DockerAgentsProvider, tmp_pa
     """A container removed behind sandbank's back is LOST; the SDK does not get to replace it."""
     import docker
 
-    engine = docker.from_env()
-    before = {c.id for c in engine.containers.list(all=True)}
     box = await oa_docker.create()
     container = container_of(box)
+    assert container.labels[LABEL_ID] == box.id
     await asyncio.to_thread(container.remove, force=True)
     fresh = DockerAgentsProvider(image=oa_docker.image, state_dir=tmp_path / "state")
     with pytest.raises(SandboxLost):
         await fresh.attach(box.id)
-    after = {c.id for c in engine.containers.list(all=True)}
-    assert after - before == set(), "a replacement container was created"
+    engine = docker.from_env()
+    ours = engine.containers.list(all=True, filters={"label": f"{LABEL_ID}={box.id}"})
+    assert ours == [], "a replacement container was created"
     await fresh.destroy(box.id)
     engine.close()
 

@@ -21,6 +21,7 @@ from ._provider import AGENTS_HINT, AgentsSdkProvider, AgentsSdkSandbox
 
 __all__ = [
     "AGENTS_HINT",
+    "LABEL_ID",
     "SDK_ERRORS",
     "AgentsSdkProvider",
     "AgentsSdkSandbox",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 _CLOUD = "agents.extensions.sandbox"
+LABEL_ID = "sandbank.oa.id"
+"""The label on every oa-docker container: its sandbank sandbox id."""
 
 
 class UnixLocalAgentsProvider(AgentsSdkProvider):
@@ -102,8 +105,9 @@ class DockerAgentsProvider(AgentsSdkProvider):
         engine = docker.from_env(**self._client_kwargs)
         return self._module.DockerSandboxClient(engine)
 
-    def _client_options(self, manifest: Manifest) -> Any:
+    def _client_options(self, manifest: Manifest, sandbox_id: str) -> Any:
         fields = dict(self._options or {})
+        fields["labels"] = {**fields.get("labels", {}), LABEL_ID: sandbox_id}
         fields.setdefault("image", manifest.image.for_provider(self.name, self.image))
         fields.setdefault("network_mode", None if manifest.network else "none")
         return self._module.DockerSandboxClientOptions(**fields)

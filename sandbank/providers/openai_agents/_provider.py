@@ -433,8 +433,8 @@ class AgentsSdkProvider(Provider):
         assert self.client_module is not None
         return getattr(self._module, self.client_class)(**self._client_kwargs)
 
-    def _client_options(self, manifest: Manifest) -> Any:
-        """The client's options for a new sandbox described by ``manifest``."""
+    def _client_options(self, manifest: Manifest, sandbox_id: str) -> Any:
+        """The client's options for the new sandbox ``sandbox_id`` described by ``manifest``."""
         options = self._options
         if isinstance(options, dict) or (options is None and self.options_class):
             cls = getattr(self._module, self.options_class)
@@ -517,7 +517,7 @@ class AgentsSdkProvider(Provider):
         )
         noop = importlib.import_module("agents.sandbox.snapshot").NoopSnapshotSpec()
         with sdk_errors(self.backend_id, sandbox_id):
-            options = self._client_options(manifest)
+            options = self._client_options(manifest, sandbox_id)
             session = await client.create(snapshot=noop, manifest=sdk_manifest, options=options)
         try:
             with sdk_errors(self.backend_id, sandbox_id):
