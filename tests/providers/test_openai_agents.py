@@ -52,6 +52,7 @@ from sandbank.providers.openai_agents import (
     map_sdk_error,
 )
 
+BUSYBOX = "sandbank-busybox:latest"
 KIND_TO_ERROR: dict[str, type[SandbankError]] = {
     "path": WorkspacePathError,
     "missing": PathNotFound,
@@ -385,4 +386,19 @@ async def test_docker_missing_image(oa_docker: DockerAgentsProvider) -> None:
     """An image neither on the engine nor pullable is a ConfigurationError naming it."""
     with pytest.raises(ConfigurationError, match="sandbank-no-such-image:v1"):
         await oa_docker.create({"image": "sandbank-no-such-image:v1"})
+    assert await oa_docker.list() == []
+
+
+@pytest.mark.docker
+async def test_docker_image_without_tail(oa_docker: DockerAgentsProvider) -> None:
+    """An image lacking the SDK's entry point (busybox here) is a ConfigurationError saying so;
+    no container is left behind."""
+    import docker
+
+    engine = docker.from_env()
+    with pytest.raises(ConfigurationError, match="lacks a program"):
+        await oa_docker.create({"image": BUSYBOX})
+    ours = engine.containers.list(all=True, filters={"label": LABEL_ID, "ancestor": BUSYBOX})
+    engine.close()
+    assert ours == []
     assert await oa_docker.list() == []

@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 _CLOUD = "agents.extensions.sandbox"
+_IMAGE_NEEDS = (
+    "sh, tail, cat, cp, head, mkdir, rm, chmod and tar (the SDK), and GNU realpath and find "
+    "or python3 (sandbank's path checks and listings): Debian-based images have them all"
+)
 LABEL_ID = "sandbank.oa.id"
 """The label on every oa-docker container: its sandbank sandbox id."""
 
@@ -75,9 +79,9 @@ class UnixLocalAgentsProvider(AgentsSdkProvider):
 class DockerAgentsProvider(AgentsSdkProvider):
     """The SDK's ``docker`` client: one container per sandbox (``image=``, or the manifest's).
 
-    The image needs what the SDK's client runs in it: ``tail`` (its entry point), ``sh``,
-    ``cat``, ``cp``, ``head``, ``mkdir`` and ``tar``; sandbank adds ``realpath`` or
-    ``python3``, and ``find``. The SDK pulls a missing image.
+    The image needs what the SDK's client runs in it (``tail`` is its entry point) and what
+    sandbank's path checks and listings run: see ``_IMAGE_NEEDS``. The SDK pulls a missing
+    image.
     """
 
     name = "oa-docker"
@@ -123,6 +127,11 @@ class DockerAgentsProvider(AgentsSdkProvider):
             return await super().create(manifest)
         except ProviderError as exc:
             image = manifest.image.for_provider(self.name, self.image)
+            if "executable file not found" in str(exc):
+                raise ConfigurationError(
+                    f"Docker image {image!r} lacks a program the SDK's docker client runs "
+                    f"({exc}); use an image with {_IMAGE_NEEDS}"
+                ) from exc
             client = await self._client()
             if await asyncio.to_thread(client.image_exists, image):
                 raise
