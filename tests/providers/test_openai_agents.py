@@ -402,3 +402,22 @@ async def test_docker_image_without_tail(oa_docker: DockerAgentsProvider) -> Non
     engine.close()
     assert ours == []
     assert await oa_docker.list() == []
+
+
+# -- a hosted client, as far as it goes here --------------------------------------------------
+
+
+async def test_hosted_client_errors_are_clear(tmp_path: Path) -> None:
+    """The SDK's cloudflare client: missing options and an unreachable worker are clear
+    ConfigurationErrors, and no sandbox is recorded."""
+    from sandbank.providers.openai_agents import CloudflareAgentsProvider
+
+    provider = CloudflareAgentsProvider(state_dir=tmp_path)
+    with pytest.raises(ConfigurationError, match="worker_url"):
+        await provider.create()
+    unreachable = CloudflareAgentsProvider(
+        state_dir=tmp_path, options={"worker_url": "http://127.0.0.1:9"}
+    )
+    with pytest.raises(ConfigurationError, match=r"127\.0\.0\.1:9"):
+        await unreachable.create()
+    assert await unreachable.list() == []

@@ -209,19 +209,18 @@ class AgentsSdkSandbox(Sandbox):
             stdin=staged,
             timeout=request.timeout,
         )
-        backstop = None if request.timeout is None else request.timeout + _TIMEOUT_GRACE
+        timeout = request.timeout
         started = time.monotonic()
         try:
-            result = await self._sh(script, timeout=backstop)
-        except ExecTimeout as exc:  # the sandbox has no `timeout`: the SDK's fired
-            raise ExecTimeout(request.argv, request.timeout or 0.0, output.result(137)) from exc
+            result = await self._sh(script, timeout=timeout and timeout + _TIMEOUT_GRACE)
+        except ExecTimeout as exc:  # the sandbox has no `timeout`: the SDK's own fired
+            raise ExecTimeout(request.argv, timeout or 0.0, output.result(137)) from exc
         self._refused(result, request.cwd)
         await output.feed("stdout", result.stdout or b"")
         await output.feed("stderr", result.stderr or b"")
         code = int(result.exit_code)
-        timed_out = request.timeout is not None and code in (124, 137)
-        if timed_out and time.monotonic() - started >= request.timeout:  # type: ignore[operator]
-            raise ExecTimeout(request.argv, request.timeout, output.result(code))  # type: ignore[arg-type]
+        if timeout is not None and code in (124, 137) and time.monotonic() - started >= timeout:
+            raise ExecTimeout(request.argv, timeout, output.result(code))
         return output.result(code)
 
     # -- files ------------------------------------------------------------------------------
@@ -324,9 +323,8 @@ def _selected(name: str, wanted: list[str] | None) -> bool:
 
 def _copy_members(archive: Any, out: BinaryIO, wanted: list[str] | None) -> None:
     """The SDK's workspace tar, with clean relative names, limited to ``wanted`` paths."""
-    source_file = io.BufferedReader(archive, CHUNK) if not hasattr(archive, "peek") else archive
     with (
-        tarfile.open(fileobj=source_file, mode="r|*") as source,
+        tarfile.open(fileobj=archive, mode="r|*", bufsize=CHUNK) as source,
         tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as sink,
     ):
         for member in source:
