@@ -312,6 +312,38 @@ async def test_import_refused_before_any_write(unix_local: UnixLocalAgentsProvid
         assert await box.list_tree() == []
 
 
+async def test_links_out_of_the_workspace_round_trip(
+    unix_local: UnixLocalAgentsProvider,
+) -> None:
+    """A workspace with links pointing out of it (a venv's python) exports and imports whole,
+    though the SDK's own hydrate refuses such links; writing through them is still refused."""
+    await links_round_trip(unix_local)
+
+
+async def links_round_trip(provider: AgentsSdkProvider) -> None:
+    source = await provider.create()
+    await source.write_file("venv/pyvenv.cfg", b"home = /usr/bin\n")
+    await source.exec("mkdir -p venv/bin && ln -s /usr/bin/python3 venv/bin/python && ln -s .. up")
+    archive = b"".join([chunk async for chunk in source.export_tar()])
+    target = await provider.create()
+    await target.import_tar(archive)
+    entries = {e.path: e for e in await target.list_tree()}
+    assert entries["venv/bin/python"].link_target == "/usr/bin/python3"
+    assert entries["up"].link_target == ".."
+    assert await target.read_file("venv/pyvenv.cfg") == b"home = /usr/bin\n"
+    with pytest.raises(WorkspacePathError):
+        await target.write_file("up/escaped.txt", b"x")
+    await target.mkdir("dir")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        link = tarfile.TarInfo("dir")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tar.addfile(link)
+    with pytest.raises(ConfigurationError, match="is a directory"):
+        await target.import_tar(buffer.getvalue())
+    assert entries.keys() <= {e.path for e in await target.list_tree()}
+
+
 async def test_state_record_holds_no_env(unix_local: UnixLocalAgentsProvider) -> None:
     """Environment values stay in sandbank's manifest; the SDK's state carries none of them."""
     box = await unix_local.create({"env": {"TOKEN": "s3cret-value"}})
@@ -354,6 +386,14 @@ async def test_docker_vanished_container(oa_docker: DockerAgentsProvider, tmp_pa
     assert ours == [], "a replacement container was created"
     await fresh.destroy(box.id)
     engine.close()
+
+
+@pytest.mark.docker
+async def test_docker_links_out_of_the_workspace_round_trip(
+    oa_docker: DockerAgentsProvider,
+) -> None:
+    """The same on the SDK's docker client, whose hydrate refuses such links too."""
+    await links_round_trip(oa_docker)
 
 
 @pytest.mark.docker

@@ -24,11 +24,11 @@ import secrets
 import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 import platformdirs
 
@@ -69,7 +69,9 @@ AGENTS_HINT = "pip install 'sandbank[agents]'"
 _ID = re.compile(r"^oa-[0-9a-f]{12}$")
 _TIMEOUT_GRACE = 5.0
 """Seconds the SDK's own exec timeout waits beyond ours (the in-sandbox ``timeout``)."""
-_PARENTS_PER_CHECK = 200
+_PER_SCRIPT = 200
+"""Paths checked per script; each script is one exec argument, at most 120 KiB."""
+_LINKS_PER_SCRIPT = 50
 
 
 def load_sdk_module(module: str, *, provider: str, extra: str | None) -> ModuleType:
@@ -278,16 +280,19 @@ class AgentsSdkSandbox(Sandbox):
     async def _import_tar(self, stream: AsyncIterator[bytes]) -> None:
         reader = SyncReader(stream, asyncio.get_running_loop())
         with tempfile.TemporaryFile() as spool:
-            unchecked = await asyncio.to_thread(
+            unchecked, links = await asyncio.to_thread(
                 _spool_checked, io.BufferedReader(reader, CHUNK), spool
             )
             parents = sorted(unchecked)
-            for start in range(0, len(parents), _PARENTS_PER_CHECK):
-                batch = parents[start : start + _PARENTS_PER_CHECK]
+            for batch in _batches(parents):
                 await self._checked(sh.parents_script(self.root, batch), ", ".join(batch))
             spool.seek(0)
             with self._errors():
                 await self.session.hydrate_workspace(spool)
+        # The SDK refuses archives with links that point out of the root (a venv's
+        # bin/python -> /usr/bin/python3): links are made here instead, as tar would.
+        for made in _batches(links, _LINKS_PER_SCRIPT):
+            await self._checked(sh.links_script(self.root, made), made[0][0])
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -335,11 +340,21 @@ def _copy_members(archive: Any, out: BinaryIO, wanted: list[str] | None) -> None
             sink.addfile(member, source.extractfile(member) if member.isreg() else None)
 
 
-def _spool_checked(source: BinaryIO, spool: BinaryIO) -> set[str]:
-    """Validate every member into ``spool``; the parents the archive does not create."""
+T = TypeVar("T")
+
+
+def _batches(items: list[T], size: int = _PER_SCRIPT) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _spool_checked(source: BinaryIO, spool: BinaryIO) -> tuple[set[str], list[tuple[str, str]]]:
+    """Validate every member into ``spool``, except symlinks, returned as (path, target),
+    with the parents the archive does not create itself."""
     guard = TarGuard()
     created: set[str] = set()
     unchecked: set[str] = set()
+    links: list[tuple[str, str]] = []
     try:
         with (
             tarfile.open(fileobj=source, mode="r|*", bufsize=CHUNK) as archive,
@@ -354,11 +369,14 @@ def _spool_checked(source: BinaryIO, spool: BinaryIO) -> set[str]:
                     unchecked.add(parent)
                 if member.isdir():
                     created.add(path)
+                if member.issym():
+                    links.append((path, member.linkname))
+                    continue
                 _rename(member, path, member_path(member.linkname) if member.islnk() else None)
                 out.addfile(member, archive.extractfile(member) if member.isreg() else None)
     except tarfile.TarError as exc:
         raise ConfigurationError(f"the stream is not a readable tar archive ({exc})") from exc
-    return unchecked
+    return unchecked, links
 
 
 class AgentsSdkProvider(Provider):

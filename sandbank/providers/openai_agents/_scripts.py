@@ -25,6 +25,7 @@ __all__ = [
     "WRONG_TYPE",
     "chmod_script",
     "command_script",
+    "links_script",
     "list_script",
     "mkdir_script",
     "parents_script",
@@ -167,6 +168,24 @@ def list_script(root: str, rel: str) -> str:
         f"command -v python3 >/dev/null 2>&1 && exec python3 -c {_q(_LIST_PY)}\n"
         "oa_fail 121 'the sandbox has neither GNU find nor python3'\n"
     )
+    return _script(root, body)
+
+
+def links_script(root: str, links: Sequence[tuple[str, str]]) -> str:
+    """Creates symlinks ``(path, target)``; a link's parent must stay inside the workspace.
+
+    A link's target is only text: any target is allowed, as a tar extraction allows it.
+    """
+    body = ""
+    for rel, target in links:
+        parent, name = _split(rel)
+        is_dir = _q(f"{rel} is a directory in the workspace; the archive has a link there")
+        body += _resolve("p", parent, rel)
+        body += (
+            f'mkdir -p -- "$p" && d="$p"/{_q(name)} || exit 113\n'
+            f'if [ -d "$d" ] && [ ! -L "$d" ]; then oa_fail 113 {is_dir}; fi\n'
+            f'rm -f -- "$d" && ln -s -- {_q(target)} "$d" || exit 113\n'
+        )
     return _script(root, body)
 
 
