@@ -216,6 +216,30 @@ async def test_stdin_staging_leaves_nothing(unix_local: UnixLocalAgentsProvider)
     assert workspace is not None and not Path(workspace).exists()
 
 
+async def test_short_read_is_detected(
+    unix_local: UnixLocalAgentsProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that comes back shorter than the file (seen with the SDK's docker client under
+    load) is read again, and if it stays short it is a retryable error, never silent."""
+    async with unix_local.sandbox() as box:
+        await box.write_file("data.bin", b"0123456789" * 1000)
+        real_read = box.session.read
+        short_reads = [1]
+
+        async def flaky_read(path: Path, **kwargs: Any) -> Any:
+            stream = await real_read(path, **kwargs)
+            if short_reads and short_reads.pop():
+                return io.BytesIO(stream.read()[:-7])
+            return stream
+
+        monkeypatch.setattr(box.session, "read", flaky_read)
+        assert await box.read_file("data.bin") == b"0123456789" * 1000
+        short_reads.extend([1, 1])
+        with pytest.raises(ProviderError, match="9993 of the 10000 bytes") as caught:
+            await box.read_file("data.bin")
+        assert caught.value.retryable
+
+
 async def test_command_too_long(unix_local: UnixLocalAgentsProvider) -> None:
     """A command over the SDK's one-argument limit is refused clearly; the sandbox still works."""
     async with unix_local.sandbox() as box:

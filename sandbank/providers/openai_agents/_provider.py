@@ -120,6 +120,16 @@ class _Record:
         )
 
 
+@dataclass(frozen=True)
+class _Stat:
+    kind: str
+    """'f' (file), 'd' (directory), 'o' (other) or 'm' (missing)."""
+    mode: int | None
+    size: int | None
+    real: str
+    """The resolved path inside the sandbox (inside the workspace)."""
+
+
 class AgentsSdkSandbox(Sandbox):
     """One SDK session seen through the sandbank ``Sandbox`` interface."""
 
@@ -188,12 +198,12 @@ class AgentsSdkSandbox(Sandbox):
         out: bytes = result.stdout
         return out
 
-    async def _stat(self, path: str, *, make_parent: bool = False) -> tuple[str, int | None, str]:
-        """(kind, mode, real path): kind is 'f', 'd', 'o' or 'm' (missing)."""
+    async def _stat(self, path: str, *, make_parent: bool = False) -> _Stat:
         out = await self._checked(sh.stat_script(self.root, path, make_parent=make_parent), path)
         head, _, real = out.decode("utf-8", "surrogateescape").partition("\n")
-        kind, _, mode = head.partition(" ")
-        return kind, int(mode, 8) if mode else None, real
+        kind, *rest = head.split()
+        mode, size = (int(rest[0], 8), int(rest[1])) if len(rest) == 2 else (None, None)
+        return _Stat(kind, mode, size, real)
 
     # -- exec -------------------------------------------------------------------------------
 
@@ -228,24 +238,33 @@ class AgentsSdkSandbox(Sandbox):
     # -- files ------------------------------------------------------------------------------
 
     async def _read_file(self, path: str) -> bytes:
-        kind, _, real = await self._stat(path)
-        _require_file(kind, path, self.id)
-        with self._errors(path):
-            stream = await self.session.read(Path(real))
-            try:
-                data: bytes = await asyncio.to_thread(stream.read)
-            finally:
-                stream.close()
-        return data
+        for _ in range(2):
+            st = await self._stat(path)
+            _require_file(st.kind, path, self.id)
+            with self._errors(path):
+                stream = await self.session.read(Path(st.real))
+                try:
+                    data: bytes = await asyncio.to_thread(stream.read)
+                finally:
+                    stream.close()
+            if st.size is None or len(data) == st.size:
+                return data
+            # Seen with the SDK's docker client under load: its exec output came back short.
+            log.warning("%s: got %d of %d bytes of %r; again", self.id, len(data), st.size, path)
+        raise ProviderError(
+            f"the Agents SDK's {self.provider.backend_id} client returned {len(data)} of the "
+            f"{st.size} bytes of {path!r} twice (or the file keeps changing); retry",
+            retryable=True,
+        )
 
     async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
-        kind, old_mode, real = await self._stat(path, make_parent=True)
-        if kind != "m":
-            _require_file(kind, path, self.id)
+        st = await self._stat(path, make_parent=True)
+        if st.kind != "m":
+            _require_file(st.kind, path, self.id)
         with self._errors(path):
-            await self.session.write(Path(real), io.BytesIO(data))
-        final = mode if mode is not None else old_mode if old_mode is not None else 0o644
-        await self._checked(sh.chmod_script(real, final), path)
+            await self.session.write(Path(st.real), io.BytesIO(data))
+        final = mode if mode is not None else st.mode if st.mode is not None else 0o644
+        await self._checked(sh.chmod_script(st.real, final), path)
 
     async def _list_tree(self, path: str) -> list[FileEntry]:
         out = await self._checked(sh.list_script(self.root, path), path)
@@ -261,7 +280,7 @@ class AgentsSdkSandbox(Sandbox):
 
     async def _export_tar(self, paths: list[str] | None) -> AsyncIterator[bytes]:
         for rel in paths or []:
-            if rel != "." and (await self._stat(rel))[0] == "m":
+            if rel != "." and (await self._stat(rel)).kind == "m":
                 raise PathNotFound(rel, self.id)
         wanted = None if paths is None or "." in paths else paths
         with self._errors():

@@ -102,16 +102,17 @@ def _split(rel: str) -> tuple[str, str]:
 
 
 def stat_script(root: str, rel: str, *, make_parent: bool = False) -> str:
-    """Prints ``KIND MODE\\nREALPATH`` for ``rel`` (following links that stay inside).
+    """Prints ``KIND MODE SIZE\\nREALPATH`` for ``rel`` (following links that stay inside).
 
-    KIND is ``f``, ``d``, ``o`` (other) or ``m`` (missing); MODE is octal, for files only.
+    KIND is ``f``, ``d``, ``o`` (other) or ``m`` (missing); MODE (octal) and SIZE are for
+    files only.
     ``make_parent`` creates the missing parent directories of a missing file.
     """
     body = _resolve("t", rel, rel)
     body += (
         'if [ -d "$t" ]; then k=d; elif [ -f "$t" ]; then k=f; elif [ -e "$t" ]; then k=o; '
         "else k=m; fi\n"
-        'm=""; [ "$k" = f ] && m=$(stat -c %a -- "$t" 2>/dev/null)\n'
+        'm=""; [ "$k" = f ] && m=$(stat -c "%a %s" -- "$t" 2>/dev/null)\n'
     )
     if make_parent:
         body += (
