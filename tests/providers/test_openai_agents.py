@@ -240,6 +240,22 @@ async def test_short_read_is_detected(
         assert caught.value.retryable
 
 
+async def test_short_write_is_detected(
+    unix_local: UnixLocalAgentsProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that lands shorter than the data is a retryable error, never silent."""
+    async with unix_local.sandbox() as box:
+        real_write = box.session.write
+
+        async def short_write(path: Path, data: Any, **kwargs: Any) -> None:
+            await real_write(path, io.BytesIO(data.read()[:-1]), **kwargs)
+
+        monkeypatch.setattr(box.session, "write", short_write)
+        with pytest.raises(ProviderError, match="wrote 4 of the 5 bytes") as caught:
+            await box.write_file("f.txt", b"12345")
+        assert caught.value.retryable
+
+
 async def test_command_too_long(unix_local: UnixLocalAgentsProvider) -> None:
     """A command over the SDK's one-argument limit is refused clearly; the sandbox still works."""
     async with unix_local.sandbox() as box:

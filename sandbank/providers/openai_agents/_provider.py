@@ -264,7 +264,13 @@ class AgentsSdkSandbox(Sandbox):
         with self._errors(path):
             await self.session.write(Path(st.real), io.BytesIO(data))
         final = mode if mode is not None else st.mode if st.mode is not None else 0o644
-        await self._checked(sh.chmod_script(st.real, final), path)
+        written = int(await self._checked(sh.chmod_script(st.real, final), path))
+        if written != len(data):
+            raise ProviderError(
+                f"the Agents SDK's {self.provider.backend_id} client wrote {written} of the "
+                f"{len(data)} bytes of {path!r}; retry",
+                retryable=True,
+            )
 
     async def _list_tree(self, path: str) -> list[FileEntry]:
         out = await self._checked(sh.list_script(self.root, path), path)

@@ -197,8 +197,8 @@ def parents_script(root: str, rels: Sequence[str]) -> str:
 
 
 def chmod_script(real: str, mode: int) -> str:
-    """Sets the permission bits of a path already resolved inside the workspace."""
-    return f"chmod {mode:o} -- {_q(real)}"
+    """Sets the permission bits of a file resolved inside the workspace; prints its size."""
+    return f"chmod {mode:o} -- {_q(real)} && stat -c %s -- {_q(real)}"
 
 
 def stage_script(stage: str) -> str:
