@@ -17,7 +17,8 @@ from sandbank.manifest import Manifest
 from sandbank.providers.base import Capabilities
 
 from ._errors import SDK_ERRORS, map_sdk_error, sdk_errors
-from ._provider import AGENTS_HINT, AgentsSdkProvider, AgentsSdkSandbox
+from ._provider import AGENTS_HINT, AgentsSdkProvider
+from ._sandbox import AgentsSdkSandbox
 
 __all__ = [
     "AGENTS_HINT",
