@@ -501,3 +501,18 @@ async def test_hosted_client_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"127\.0\.0\.1:9"):
         await unreachable.create()
     assert await unreachable.list() == []
+
+
+async def test_any_client_instance(tmp_path: Path) -> None:
+    """AgentsSdkProvider wraps a client object it is given, here a real unix_local client."""
+    from agents.sandbox.sandboxes.unix_local import UnixLocalSandboxClient
+
+    client = UnixLocalSandboxClient(inherit_host_environment=False)
+    provider = AgentsSdkProvider(client=client, state_dir=tmp_path)
+    assert (provider.name, provider.backend_id) == ("oa", "unix_local")
+    async with provider.sandbox() as box:
+        await box.write_file("hello.txt", b"hi\n")
+        result = await box.exec(["cat", "hello.txt"], env={"X": "1"})
+        assert (result.exit_code, result.stdout) == (0, b"hi\n")
+        assert [info.id for info in await provider.list()] == [box.id]
+    assert await provider.list() == []
