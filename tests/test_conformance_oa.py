@@ -14,12 +14,18 @@ import pytest
 import pytest_asyncio
 
 from sandbank.conformance import ProviderConformance
+from sandbank.manifest import Manifest
 from sandbank.providers.base import Provider
 
 
 class _AgentsConformance(ProviderConformance):
     deviations: ClassVar[dict[str, str]] = {}
     """Test name -> what the SDK does wrong there."""
+
+    @pytest.fixture
+    def manifest(self, provider: Provider) -> Manifest:
+        """Network on where the SDK's client cannot cut it (sandbank refuses that request)."""
+        return Manifest(network=not provider.capabilities.network_policy)
 
     @pytest.fixture(autouse=True)
     def _sdk_deviation(self, request: pytest.FixtureRequest) -> None:

@@ -53,6 +53,8 @@ from sandbank.providers.openai_agents import (
 )
 
 BUSYBOX = "sandbank-busybox:latest"
+NET = {"network": True}
+"""oa-unix_local cannot cut the network: sandboxes ask for it (main refuses the default)."""
 KIND_TO_ERROR: dict[str, type[SandbankError]] = {
     "path": WorkspacePathError,
     "missing": PathNotFound,
@@ -194,7 +196,7 @@ async def unix_local(tmp_path: Path) -> AsyncIterator[UnixLocalAgentsProvider]:
 
 async def test_workspace_is_what_commands_see(unix_local: UnixLocalAgentsProvider) -> None:
     """SandboxInfo.workspace is the absolute root as commands see it (a host temp dir here)."""
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         info = await box.info()
         pwd = (await box.exec("pwd -P")).stdout.decode().strip()
         assert info.workspace == pwd == box.host_path
@@ -203,7 +205,7 @@ async def test_workspace_is_what_commands_see(unix_local: UnixLocalAgentsProvide
 
 async def test_stdin_staging_leaves_nothing(unix_local: UnixLocalAgentsProvider) -> None:
     """Staged stdin is removed once the command opened it, also when the command is refused."""
-    box = await unix_local.create()
+    box = await unix_local.create(NET)
     stage = unix_local._stage_dir(box.id)
     assert (await box.exec(["cat"], stdin=b"one")).stdout == b"one"
     await box.exec("ln -s /etc outside")
@@ -221,7 +223,7 @@ async def test_short_read_is_detected(
 ) -> None:
     """A read that comes back shorter than the file (seen with the SDK's docker client under
     load) is read again, and if it stays short it is a retryable error, never silent."""
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         await box.write_file("data.bin", b"0123456789" * 1000)
         real_read = box.session.read
         short_reads = [1]
@@ -244,7 +246,7 @@ async def test_short_write_is_detected(
     unix_local: UnixLocalAgentsProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A write that lands shorter than the data is a retryable error, never silent."""
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         real_write = box.session.write
 
         async def short_write(path: Path, data: Any, **kwargs: Any) -> None:
@@ -258,7 +260,7 @@ async def test_short_write_is_detected(
 
 async def test_command_too_long(unix_local: UnixLocalAgentsProvider) -> None:
     """A command over the SDK's one-argument limit is refused clearly; the sandbox still works."""
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         with pytest.raises(ConfigurationError, match="stdin or a file"):
             await box.exec(["echo", "x" * 200_000])
         assert (await box.exec(["echo", "ok"])).stdout == b"ok\n"
@@ -266,7 +268,7 @@ async def test_command_too_long(unix_local: UnixLocalAgentsProvider) -> None:
 
 async def test_timeout_without_timeout_binary(unix_local: UnixLocalAgentsProvider) -> None:
     """Where `timeout` is not on PATH, the SDK's own timeout still ends the command."""
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         started = time.monotonic()
         with pytest.raises(ExecTimeout) as caught:
             await box.exec(["/bin/sleep", "30"], env={"PATH": "/nonexistent"}, timeout=1)
@@ -277,16 +279,18 @@ async def test_timeout_without_timeout_binary(unix_local: UnixLocalAgentsProvide
 
 async def test_manifest_refusals(unix_local: UnixLocalAgentsProvider) -> None:
     """What the SDK cannot do is refused before anything is created."""
-    with pytest.raises(NotSupported):
-        await unix_local.create({"resources": {"memory": "256Mi"}})
-    with pytest.raises(ConfigurationError, match=r"manifest\.user"):
-        await unix_local.create({"user": "1000"})
+    with pytest.raises(NotSupported) as caught:
+        await unix_local.create({**NET, "resources": {"memory": "256Mi"}})
+    assert caught.value.capability == "resource_limits"
+    with pytest.raises(NotSupported) as caught:
+        await unix_local.create({**NET, "user": "1000"})
+    assert caught.value.capability == "user"
     assert await unix_local.list() == []
 
 
 async def test_lost_workspace(unix_local: UnixLocalAgentsProvider, tmp_path: Path) -> None:
     """A workspace removed behind sandbank's back is LOST, never silently recreated empty."""
-    box = await unix_local.create()
+    box = await unix_local.create(NET)
     await box.write_file("precious.txt", b"x")
     assert box.host_path is not None
     shutil.rmtree(box.host_path)
@@ -302,7 +306,7 @@ async def test_lost_workspace(unix_local: UnixLocalAgentsProvider, tmp_path: Pat
 
 async def test_damaged_record(unix_local: UnixLocalAgentsProvider) -> None:
     """A damaged record is a clear ProviderError naming the file; list() skips it."""
-    box = await unix_local.create()
+    box = await unix_local.create(NET)
     record = unix_local.state_dir / f"{box.id}.json"
     text = record.read_text()
     record.write_text("{not json")
@@ -323,7 +327,7 @@ async def test_bad_ids(unix_local: UnixLocalAgentsProvider) -> None:
 
 async def test_export_missing_path(unix_local: UnixLocalAgentsProvider) -> None:
     """export_tar of a path that does not exist raises PathNotFound."""
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         with pytest.raises(PathNotFound):
             async for _ in box.export_tar(["nope"]):
                 pass
@@ -331,7 +335,7 @@ async def test_export_missing_path(unix_local: UnixLocalAgentsProvider) -> None:
 
 async def test_import_not_a_tar(unix_local: UnixLocalAgentsProvider) -> None:
     """A stream that is not a tar is refused and leaves the workspace as it was."""
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         await box.write_file("kept.txt", b"kept")
         with pytest.raises(ConfigurationError, match="tar"):
             await box.import_tar(b"this is not a tar archive" * 100)
@@ -346,7 +350,7 @@ async def test_import_refused_before_any_write(unix_local: UnixLocalAgentsProvid
             info = tarfile.TarInfo(name)
             info.size = 1
             tar.addfile(info, io.BytesIO(b"x"))
-    async with unix_local.sandbox() as box:
+    async with unix_local.sandbox(NET) as box:
         with pytest.raises(WorkspacePathError):
             await box.import_tar(buffer.getvalue())
         assert await box.list_tree() == []
@@ -361,11 +365,11 @@ async def test_links_out_of_the_workspace_round_trip(
 
 
 async def links_round_trip(provider: AgentsSdkProvider) -> None:
-    source = await provider.create()
+    source = await provider.create(NET)
     await source.write_file("venv/pyvenv.cfg", b"home = /usr/bin\n")
     await source.exec("mkdir -p venv/bin && ln -s /usr/bin/python3 venv/bin/python && ln -s .. up")
     archive = b"".join([chunk async for chunk in source.export_tar()])
-    target = await provider.create()
+    target = await provider.create(NET)
     await target.import_tar(archive)
     entries = {e.path: e for e in await target.list_tree()}
     assert entries["venv/bin/python"].link_target == "/usr/bin/python3"
@@ -386,7 +390,7 @@ async def links_round_trip(provider: AgentsSdkProvider) -> None:
 
 async def test_state_record_holds_no_env(unix_local: UnixLocalAgentsProvider) -> None:
     """Environment values stay in sandbank's manifest; the SDK's state carries none of them."""
-    box = await unix_local.create({"env": {"TOKEN": "s3cret-value"}})
+    box = await unix_local.create({**NET, "env": {"TOKEN": "s3cret-value"}})
     record = json.loads((unix_local.state_dir / f"{box.id}.json").read_text())
     assert "s3cret-value" not in json.dumps(record["state"])
     assert oct((unix_local.state_dir / f"{box.id}.json").stat().st_mode & 0o777) == "0o600"
@@ -494,12 +498,12 @@ async def test_hosted_client_errors_are_clear(tmp_path: Path) -> None:
 
     provider = CloudflareAgentsProvider(state_dir=tmp_path)
     with pytest.raises(ConfigurationError, match="worker_url"):
-        await provider.create()
+        await provider.create(NET)
     unreachable = CloudflareAgentsProvider(
         state_dir=tmp_path, options={"worker_url": "http://127.0.0.1:9"}
     )
     with pytest.raises(ConfigurationError, match=r"127\.0\.0\.1:9"):
-        await unreachable.create()
+        await unreachable.create(NET)
     assert await unreachable.list() == []
 
 
@@ -510,7 +514,7 @@ async def test_any_client_instance(tmp_path: Path) -> None:
     client = UnixLocalSandboxClient(inherit_host_environment=False)
     provider = AgentsSdkProvider(client=client, state_dir=tmp_path)
     assert (provider.name, provider.backend_id) == ("oa", "unix_local")
-    async with provider.sandbox() as box:
+    async with provider.sandbox(NET) as box:
         await box.write_file("hello.txt", b"hi\n")
         result = await box.exec(["cat", "hello.txt"], env={"X": "1"})
         assert (result.exit_code, result.stdout) == (0, b"hi\n")

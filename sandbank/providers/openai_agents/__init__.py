@@ -17,7 +17,7 @@ from sandbank.manifest import Manifest
 from sandbank.providers.base import Capabilities
 
 from ._errors import SDK_ERRORS, map_sdk_error, sdk_errors
-from ._provider import AGENTS_HINT, AgentsSdkProvider
+from ._provider import AGENTS_HINT, AgentsSdkProvider, capabilities
 from ._sandbox import AgentsSdkSandbox
 
 __all__ = [
@@ -67,7 +67,7 @@ class UnixLocalAgentsProvider(AgentsSdkProvider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(host_path=True)
+        return capabilities(host_path=True)
 
     @property
     def isolation(self) -> str:
@@ -98,7 +98,7 @@ class DockerAgentsProvider(AgentsSdkProvider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(network_policy=True)
+        return capabilities(network_policy=True, image=True)
 
     @property
     def isolation(self) -> str:
@@ -123,7 +123,7 @@ class DockerAgentsProvider(AgentsSdkProvider):
             await asyncio.to_thread(client.docker_client.ping)
 
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> AgentsSdkSandbox:
-        manifest = Manifest.parse(manifest)
+        manifest = self._validate(manifest)
         try:
             return await super().create(manifest)
         except ProviderError as exc:

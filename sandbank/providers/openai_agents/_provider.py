@@ -32,18 +32,31 @@ from sandbank.errors import (
     SandboxNotFound,
 )
 from sandbank.manifest import Manifest
-from sandbank.providers.base import Capabilities, Provider, SandboxInfo, SandboxStatus
+from sandbank.providers.base import (
+    WORKSPACE,
+    Capabilities,
+    Provider,
+    SandboxInfo,
+    SandboxStatus,
+)
 
 from . import _scripts as sh
 from ._errors import sdk_errors
 from ._sandbox import AgentsSdkSandbox
 
-__all__ = ["AGENTS_HINT", "AgentsSdkProvider", "Record", "load_sdk_module"]
+__all__ = ["AGENTS_HINT", "AgentsSdkProvider", "Record", "capabilities", "load_sdk_module"]
 
 log = logging.getLogger(__name__)
 
 AGENTS_HINT = "pip install 'sandbank[agents]'"
 _ID = re.compile(r"^oa-[0-9a-f]{12}$")
+
+
+def capabilities(**declared: bool) -> Capabilities:
+    """``Capabilities(**declared)``, leaving out names this sandbank's base does not define
+    (``image`` and ``user`` came with the authoring kit)."""
+    known = Capabilities.__dataclass_fields__
+    return Capabilities(**{name: on for name, on in declared.items() if name in known})
 
 
 def load_sdk_module(module: str, *, provider: str, extra: str | None) -> ModuleType:
@@ -72,6 +85,11 @@ class Record:
     manifest: Manifest
     state: dict[str, Any]
     """The SDK's serialized session state (``client.serialize_session_state``)."""
+
+    @property
+    def workspace(self) -> str:
+        """The workspace root as commands see it (the SDK manifest's root)."""
+        return str(self.state.get("manifest", {}).get("root") or WORKSPACE)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -153,7 +171,7 @@ class AgentsSdkProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities()
+        return capabilities()
 
     @property
     def isolation(self) -> str:
@@ -222,7 +240,13 @@ class AgentsSdkProvider(Provider):
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _validate(self, manifest: Manifest) -> None:
+    def _validate(self, manifest: Manifest | dict[str, Any] | None) -> Manifest:
+        """The manifest, or ``NotSupported`` for a field the SDK's client cannot honour."""
+        validate = getattr(super(), "validate_manifest", None)
+        if validate is not None:  # the base class's rules, where it has them
+            checked: Manifest = validate(manifest)
+            return checked
+        manifest = Manifest.parse(manifest)
         limits = [k for k, v in manifest.resources.model_dump().items() if v is not None]
         if limits and not self.capabilities.resource_limits:
             raise NotSupported(
@@ -231,14 +255,15 @@ class AgentsSdkProvider(Provider):
                 f"the manifest sets resources.{', resources.'.join(limits)}; remove them",
             )
         if manifest.user is not None:
-            raise ConfigurationError(
-                f"provider {self.name!r} cannot run commands as manifest.user "
-                f"{manifest.user!r} (the SDK would need sudo in the sandbox); remove it"
+            raise NotSupported(
+                self.name,
+                "user",
+                f"the SDK would need sudo to run as {manifest.user!r}; remove manifest.user",
             )
+        return manifest
 
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> AgentsSdkSandbox:
-        manifest = Manifest.parse(manifest)
-        self._validate(manifest)
+        manifest = self._validate(manifest)
         client = await self._client()
         sandbox_id = f"oa-{secrets.token_hex(6)}"
         stage = self._stage_dir(sandbox_id)
@@ -330,10 +355,9 @@ class AgentsSdkProvider(Provider):
         try:
             session = await self._session(record)
         except SandboxLost:
-            status, workspace = SandboxStatus.LOST, None
+            status = SandboxStatus.LOST
         else:
             status = await AgentsSdkSandbox(self, record, session)._status()
-            workspace = str(session.state.manifest.root)
         return SandboxInfo(
             id=record.id,
             provider=self.name,
@@ -341,7 +365,7 @@ class AgentsSdkProvider(Provider):
             created_at=record.created_at,
             image=record.state.get("image"),
             isolation=self.isolation,
-            workspace=workspace,
+            workspace=record.workspace,
         )
 
     async def destroy(self, sandbox_id: str) -> None:

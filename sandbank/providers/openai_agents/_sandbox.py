@@ -79,6 +79,7 @@ class AgentsSdkSandbox(Sandbox):
         """The SDK's ``SandboxSession`` (the instrumented wrapper the client returned)."""
         self.root: str = str(session.state.manifest.root)
         """The workspace root as commands inside the sandbox see it."""
+        self.workspace = self.root  # what the base class's workspace= keyword sets
 
     @property
     def host_path(self) -> str | None:
@@ -170,7 +171,7 @@ class AgentsSdkSandbox(Sandbox):
         await output.feed("stderr", result.stderr or b"")
         code = int(result.exit_code)
         if timeout is not None and code in (124, 137) and time.monotonic() - started >= timeout:
-            raise ExecTimeout(request.argv, timeout, output.result(code))
+            raise ExecTimeout(request.argv, timeout, output.result(137))
         return output.result(code)
 
     # -- files ------------------------------------------------------------------------------

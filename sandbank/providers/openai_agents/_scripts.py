@@ -147,21 +147,14 @@ def remove_script(root: str, rel: str) -> str:
 
 
 def list_script(root: str, rel: str) -> str:
-    """Lists the tree under ``rel`` as NUL-separated fields (see ``parse_listing``).
+    """Lists the tree under the directory ``rel`` as NUL-separated fields (``parse_listing``).
 
-    A symlink at ``rel`` that stays inside lists nothing (links are never followed).
+    ``rel`` may be a symlink to a directory inside; links below it are never followed.
     """
-    if rel == ".":
-        body = 't="$oa_root"\n'
-    else:
-        parent, name = _split(rel)
-        body = _resolve("p", parent, rel) + f't="$p"/{_q(name)}\n'
-        body += (
-            f'if [ -L "$t" ]; then r=$(oa_real "$t") || exit $?; oa_in "$r" {_q(rel)}; exit 0; fi\n'
-        )
+    body = _resolve("t", rel, rel)
     body += (
         f'[ -e "$t" ] || oa_fail 112 {_q(f"no such directory: {rel}")}\n'
-        '[ -d "$t" ] || exit 0\n'
+        f'[ -d "$t" ] || oa_fail 113 {_q(f"{rel} is not a directory")}\n'
         'cd -- "$t" || exit 113\n'
         "if find . -maxdepth 0 -printf '' >/dev/null 2>&1; then\n"
         "  exec find . -mindepth 1 -printf '%y\\0%s\\0%m\\0%T@\\0%P\\0%l\\0'\n"
