@@ -258,6 +258,35 @@ async def test_short_write_is_detected(
         assert caught.value.retryable
 
 
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process on this host."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_destroy_kills_background_processes(unix_local: UnixLocalAgentsProvider) -> None:
+    """A command's background process (a plain host process under unix_local) dies with its
+    sandbox; another sandbox's survives."""
+    box, other = await unix_local.create(NET), await unix_local.create(NET)
+    spawn = "sleep 300 </dev/null >/dev/null 2>&1 & echo $!"
+    pid = int((await box.exec(spawn)).stdout)
+    other_pid = int((await other.exec(spawn)).stdout)
+    assert alive(pid) and alive(other_pid)
+    await box.destroy()
+    for _ in range(50):
+        if not alive(pid):
+            break
+        await asyncio.sleep(0.1)
+    assert not alive(pid), "a background process outlived its sandbox"
+    assert alive(other_pid)
+    await other.destroy()
+    await asyncio.sleep(0.5)
+    assert not alive(other_pid)
+
+
 async def test_command_too_long(unix_local: UnixLocalAgentsProvider) -> None:
     """A command over the SDK's one-argument limit is refused clearly; the sandbox still works."""
     async with unix_local.sandbox(NET) as box:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from typing import Any
 
 from sandbank.errors import ConfigurationError, ProviderError
@@ -18,7 +19,7 @@ from sandbank.providers.base import Capabilities
 
 from ._errors import SDK_ERRORS, map_sdk_error, sdk_errors
 from ._provider import AGENTS_HINT, AgentsSdkProvider, capabilities
-from ._sandbox import AgentsSdkSandbox
+from ._sandbox import MARKER_ENV, AgentsSdkSandbox
 
 __all__ = [
     "AGENTS_HINT",
@@ -75,6 +76,12 @@ class UnixLocalAgentsProvider(AgentsSdkProvider):
 
     async def _exists(self, state: Any) -> bool | None:
         return await asyncio.to_thread(os.path.isdir, str(state.manifest.root))
+
+    async def _before_delete(self, session: Any, sandbox_id: str) -> None:
+        # The SDK runs commands as plain host processes and does not track them: kill those
+        # still carrying this sandbox's marker (a process that changed its environment
+        # escapes this; unix_local is not isolation).
+        await asyncio.to_thread(_kill_marked, f"{MARKER_ENV}={sandbox_id}".encode())
 
 
 class DockerAgentsProvider(AgentsSdkProvider):
@@ -153,7 +160,7 @@ class DockerAgentsProvider(AgentsSdkProvider):
             found = await asyncio.to_thread(client.get_container, state.container_id)
         return found is not None
 
-    async def _before_delete(self, session: Any) -> None:
+    async def _before_delete(self, session: Any, sandbox_id: str) -> None:
         # The SDK's container runs `tail` as PID 1, which ignores SIGTERM: the SDK's stop
         # would wait 10 s for every sandbox. Kill it; the SDK's delete then removes it.
         container = getattr(session._inner, "_container", None)
@@ -164,6 +171,20 @@ class DockerAgentsProvider(AgentsSdkProvider):
                 except Exception as exc:  # already stopped or gone: delete copes
                     if "is not running" not in str(exc) and "No such" not in str(exc):
                         raise
+
+
+def _kill_marked(marker: bytes) -> None:
+    """SIGKILL every host process whose environment holds ``marker`` (``NAME=value``)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker not in f.read().split(b"\0"):
+                    continue
+            os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue  # gone already, or not ours to read
 
 
 def _hosted(backend: str, client: str, extra: str, doc: str) -> type[AgentsSdkProvider]:

@@ -194,7 +194,7 @@ class AgentsSdkProvider(Provider):
         """Whether the backend behind ``state`` still exists; ``None`` if unknown."""
         return None
 
-    async def _before_delete(self, session: Any) -> None:
+    async def _before_delete(self, session: Any, sandbox_id: str) -> None:
         """A hook run just before ``client.delete``."""
 
     # -- client and records -----------------------------------------------------------------
@@ -309,7 +309,7 @@ class AgentsSdkProvider(Provider):
             await session.exec("rm", "-rf", "--", stage, shell=False, timeout=30)
         except Exception as exc:
             log.debug("could not remove %s of sandbox %s: %s", stage, sandbox_id, exc)
-        await self._before_delete(session)
+        await self._before_delete(session, sandbox_id)
         with sdk_errors(self.backend_id):
             await session.shutdown()
             await client.delete(session)

@@ -47,9 +47,12 @@ from ._errors import sdk_errors
 if TYPE_CHECKING:
     from ._provider import AgentsSdkProvider, Record
 
-__all__ = ["AgentsSdkSandbox"]
+__all__ = ["MARKER_ENV", "AgentsSdkSandbox"]
 
 log = logging.getLogger(__name__)
+
+MARKER_ENV = "SANDBANK_OA_SANDBOX"
+"""Set to the sandbox id in every command, so its processes can be found at destroy."""
 
 _TIMEOUT_GRACE = 5.0
 """Seconds the SDK's own exec timeout waits beyond ours (the in-sandbox ``timeout``)."""
@@ -156,7 +159,7 @@ class AgentsSdkSandbox(Sandbox):
             self.root,
             request.argv,
             cwd=request.cwd,
-            env=request.env,
+            env={**request.env, MARKER_ENV: self.id},
             stdin=staged,
             timeout=request.timeout,
         )
