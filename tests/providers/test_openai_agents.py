@@ -329,6 +329,7 @@ async def test_lost_workspace(unix_local: UnixLocalAgentsProvider, tmp_path: Pat
     assert {i.id: i.status for i in await fresh.list()} == {box.id: SandboxStatus.LOST}
     assert not Path(box.host_path).exists()
     await fresh.destroy(box.id)
+    assert not Path(unix_local._stage_dir(box.id)).exists(), "the staging directory was left"
     with pytest.raises(SandboxNotFound):
         await fresh.attach(box.id)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 from typing import Any
 
@@ -77,11 +78,13 @@ class UnixLocalAgentsProvider(AgentsSdkProvider):
     async def _exists(self, state: Any) -> bool | None:
         return await asyncio.to_thread(os.path.isdir, str(state.manifest.root))
 
-    async def _before_delete(self, session: Any, sandbox_id: str) -> None:
+    async def _forget(self, sandbox_id: str) -> None:
         # The SDK runs commands as plain host processes and does not track them: kill those
         # still carrying this sandbox's marker (a process that changed its environment
-        # escapes this; unix_local is not isolation).
+        # escapes this; unix_local is not isolation). The staging directory is on this
+        # host too: remove it, also when the workspace was already gone.
         await asyncio.to_thread(_kill_marked, f"{MARKER_ENV}={sandbox_id}".encode())
+        await asyncio.to_thread(shutil.rmtree, self._stage_dir(sandbox_id), ignore_errors=True)
 
 
 class DockerAgentsProvider(AgentsSdkProvider):

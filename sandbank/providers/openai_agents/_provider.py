@@ -197,6 +197,9 @@ class AgentsSdkProvider(Provider):
     async def _before_delete(self, session: Any, sandbox_id: str) -> None:
         """A hook run just before ``client.delete``."""
 
+    async def _forget(self, sandbox_id: str) -> None:
+        """A hook run last in ``destroy``, also when the backend was already gone."""
+
     # -- client and records -----------------------------------------------------------------
 
     async def _client(self) -> Any:
@@ -298,7 +301,10 @@ class AgentsSdkProvider(Provider):
 
     async def _delete_quietly(self, session: Any, sandbox_id: str) -> None:
         try:
-            await self._delete(session, sandbox_id)
+            try:
+                await self._delete(session, sandbox_id)
+            finally:
+                await self._forget(sandbox_id)
         except Exception as exc:
             log.warning("could not delete a half-created %s sandbox: %s", self.name, exc)
 
@@ -380,8 +386,11 @@ class AgentsSdkProvider(Provider):
         # Drop the record first: a half-deleted sandbox then no longer shows up.
         with contextlib.suppress(FileNotFoundError):
             await asyncio.to_thread(self._record_path(sandbox_id).unlink)
-        if session is not None:
-            await self._delete(session, sandbox_id)
+        try:
+            if session is not None:
+                await self._delete(session, sandbox_id)
+        finally:
+            await self._forget(sandbox_id)
         log.info("destroyed %s sandbox %s", self.name, sandbox_id)
 
     async def aclose(self) -> None:
