@@ -14,28 +14,11 @@ import pytest
 import pytest_asyncio
 
 from sandbank.conformance import ProviderConformance
-from sandbank.manifest import Manifest
 from sandbank.providers.base import Provider
 
 
-class _AgentsConformance(ProviderConformance):
-    deviations: ClassVar[dict[str, str]] = {}
-    """Test name -> what the SDK does wrong there."""
-
-    @pytest.fixture
-    def manifest(self, provider: Provider) -> Manifest:
-        """Network on where the SDK's client cannot cut it (sandbank refuses that request)."""
-        return Manifest(network=not provider.capabilities.network_policy)
-
-    @pytest.fixture(autouse=True)
-    def _sdk_deviation(self, request: pytest.FixtureRequest) -> None:
-        reason = self.deviations.get(request.node.originalname)
-        if reason is not None:
-            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-class TestAgentsUnixLocalConformance(_AgentsConformance):
-    deviations: ClassVar[dict[str, str]] = {
+class TestAgentsUnixLocalConformance(ProviderConformance):
+    expected_failures: ClassVar[dict[str, str]] = {
         "test_tar_round_trip": (
             "the SDK's unix_local hydrate_workspace (safe_extract_tarfile) restores file "
             "modes only: directory permission bits and every mtime are lost on import"
@@ -52,8 +35,8 @@ class TestAgentsUnixLocalConformance(_AgentsConformance):
 
 
 @pytest.mark.docker
-class TestAgentsDockerConformance(_AgentsConformance):
-    deviations: ClassVar[dict[str, str]] = {
+class TestAgentsDockerConformance(ProviderConformance):
+    expected_failures: ClassVar[dict[str, str]] = {
         "test_tar_round_trip": (
             "the SDK's docker persist_workspace copies the workspace with `cp -R` (no -p) "
             "before archiving it, so every exported mtime is the time of the export"

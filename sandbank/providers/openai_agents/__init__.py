@@ -19,7 +19,7 @@ from sandbank.manifest import Manifest
 from sandbank.providers.base import Capabilities
 
 from ._errors import SDK_ERRORS, map_sdk_error, sdk_errors
-from ._provider import AGENTS_HINT, AgentsSdkProvider, capabilities
+from ._provider import AGENTS_HINT, AgentsSdkProvider
 from ._sandbox import MARKER_ENV, AgentsSdkSandbox
 
 __all__ = [
@@ -69,7 +69,7 @@ class UnixLocalAgentsProvider(AgentsSdkProvider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return capabilities(host_path=True)
+        return Capabilities(host_path=True)
 
     @property
     def isolation(self) -> str:
@@ -108,7 +108,7 @@ class DockerAgentsProvider(AgentsSdkProvider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return capabilities(network_policy=True, image=True)
+        return Capabilities(network_policy=True, image=True)
 
     @property
     def isolation(self) -> str:
@@ -133,7 +133,7 @@ class DockerAgentsProvider(AgentsSdkProvider):
             await asyncio.to_thread(client.docker_client.ping)
 
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> AgentsSdkSandbox:
-        manifest = self._validate(manifest)
+        manifest = self.validate_manifest(manifest)
         try:
             return await super().create(manifest)
         except ProviderError as exc:

@@ -25,7 +25,6 @@ import platformdirs
 
 from sandbank.errors import (
     ConfigurationError,
-    NotSupported,
     ProviderError,
     ProviderUnavailable,
     SandboxLost,
@@ -44,19 +43,12 @@ from . import _scripts as sh
 from ._errors import sdk_errors
 from ._sandbox import AgentsSdkSandbox
 
-__all__ = ["AGENTS_HINT", "AgentsSdkProvider", "Record", "capabilities", "load_sdk_module"]
+__all__ = ["AGENTS_HINT", "AgentsSdkProvider", "Record", "load_sdk_module"]
 
 log = logging.getLogger(__name__)
 
 AGENTS_HINT = "pip install 'sandbank[agents]'"
 _ID = re.compile(r"^oa-[0-9a-f]{12}$")
-
-
-def capabilities(**declared: bool) -> Capabilities:
-    """``Capabilities(**declared)``, leaving out names this sandbank's base does not define
-    (``image`` and ``user`` came with the authoring kit)."""
-    known = Capabilities.__dataclass_fields__
-    return Capabilities(**{name: on for name, on in declared.items() if name in known})
 
 
 def load_sdk_module(module: str, *, provider: str, extra: str | None) -> ModuleType:
@@ -171,7 +163,7 @@ class AgentsSdkProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return capabilities()
+        return Capabilities()
 
     @property
     def isolation(self) -> str:
@@ -243,30 +235,8 @@ class AgentsSdkProvider(Provider):
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def _validate(self, manifest: Manifest | dict[str, Any] | None) -> Manifest:
-        """The manifest, or ``NotSupported`` for a field the SDK's client cannot honour."""
-        validate = getattr(super(), "validate_manifest", None)
-        if validate is not None:  # the base class's rules, where it has them
-            checked: Manifest = validate(manifest)
-            return checked
-        manifest = Manifest.parse(manifest)
-        limits = [k for k, v in manifest.resources.model_dump().items() if v is not None]
-        if limits and not self.capabilities.resource_limits:
-            raise NotSupported(
-                self.name,
-                "resource_limits",
-                f"the manifest sets resources.{', resources.'.join(limits)}; remove them",
-            )
-        if manifest.user is not None:
-            raise NotSupported(
-                self.name,
-                "user",
-                f"the SDK would need sudo to run as {manifest.user!r}; remove manifest.user",
-            )
-        return manifest
-
     async def create(self, manifest: Manifest | dict[str, Any] | None = None) -> AgentsSdkSandbox:
-        manifest = self._validate(manifest)
+        manifest = self.validate_manifest(manifest)
         client = await self._client()
         sandbox_id = f"oa-{secrets.token_hex(6)}"
         stage = self._stage_dir(sandbox_id)

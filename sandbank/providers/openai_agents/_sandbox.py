@@ -77,12 +77,12 @@ class AgentsSdkSandbox(Sandbox):
     provider: AgentsSdkProvider
 
     def __init__(self, provider: AgentsSdkProvider, record: Record, session: Any) -> None:
-        super().__init__(provider, record.id, record.manifest)
+        root = str(session.state.manifest.root)
+        super().__init__(provider, record.id, record.manifest, workspace=root)
         self.session = session
         """The SDK's ``SandboxSession`` (the instrumented wrapper the client returned)."""
-        self.root: str = str(session.state.manifest.root)
+        self.root: str = root
         """The workspace root as commands inside the sandbox see it."""
-        self.workspace = self.root  # what the base class's workspace= keyword sets
 
     @property
     def host_path(self) -> str | None:
