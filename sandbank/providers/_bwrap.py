@@ -86,8 +86,9 @@ def bwrap_argv(
     uid: int = SANDBOX_UID,
     gid: int = SANDBOX_GID,
     disable_userns: bool = True,
+    mount_point: str = WORKSPACE,
 ) -> list[str]:
-    """The full ``bwrap`` argv that runs ``command`` with ``workspace`` at ``/workspace``.
+    """The full ``bwrap`` argv that runs ``command`` with ``workspace`` at ``mount_point``.
 
     ``env`` is the whole environment (see ``sandbox_env``); ``tmp`` a host directory for
     ``/tmp`` (a fresh tmpfs if None); ``etc`` maps ``/etc`` names to host files bound
@@ -116,8 +117,8 @@ def bwrap_argv(
         args += ["--perms", "1777", "--tmpfs", "/tmp"]
     else:
         args += ["--bind", tmp, "/tmp"]
-    args += ["--bind", workspace, WORKSPACE, "--remount-ro", "/"]
-    target = WORKSPACE if cwd in ("", ".") else f"{WORKSPACE}/{cwd}"
+    args += ["--bind", workspace, mount_point, "--remount-ro", "/"]
+    target = mount_point if cwd in ("", ".") else f"{mount_point}/{cwd}"
     args += ["--chdir", target, "--clearenv"]
     for name, value in (env if env is not None else sandbox_env({})).items():
         args += ["--setenv", name, value]
