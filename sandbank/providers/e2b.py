@@ -104,6 +104,8 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
         return PathNotFound(path or str(exc), sandbox_id)
     if isinstance(exc, e2b.NotFoundException):
         return PathNotFound(path, sandbox_id) if path else SandboxNotFound("e2b", sandbox_id)
+    if isinstance(exc, e2b.CommandExitException):
+        return ProviderError(f"E2B: a command exited {exc.exit_code}: {exc.stderr}")
     if isinstance(exc, e2b.InvalidArgumentException | e2b.TemplateException):
         return ConfigurationError(f"{message}; fix the request")
     if isinstance(exc, e2b.NotEnoughSpaceException):
@@ -124,7 +126,12 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
         advice = "retry later" if retry else "check the request"
         return ProviderError(f"{message}; {advice}", retryable=retry)
     if isinstance(
-        exc, e2b.BuildException | e2b.VolumeException | e2b.SecretException | e2b.GitAuthException
+        exc,
+        e2b.BuildException
+        | e2b.DockerfileSyntaxError
+        | e2b.VolumeException
+        | e2b.SecretException
+        | e2b.GitUpstreamException,
     ):
         return ProviderError(f"{message}; sandbank does not use this E2B API", retryable=False)
     import httpx  # the SDK's dependency

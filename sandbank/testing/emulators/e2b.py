@@ -83,13 +83,21 @@ class _Dropped(Exception):
 class E2BEmulator:
     """The ASGI application of the fake, over one ``EmulatorEngine``."""
 
-    def __init__(self, engine: EmulatorEngine, *, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        engine: EmulatorEngine,
+        *,
+        api_key: str | None = None,
+        max_file_size: int = 1 << 30,
+    ) -> None:
         from e2b.envd.filesystem.filesystem_connect import FilesystemASGIApplication
         from e2b.envd.process.process_connect import ProcessASGIApplication
 
         self.engine = engine
         self.api_key = api_key or f"e2b_{secrets.token_hex(20)}"
         self.faults: list[Fault] = []
+        self.max_file_size = max_file_size
+        """Uploads above this many bytes get envd's 507 (a stand-in for a full disk)."""
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request, for tests that count round trips."""
         self._state: dict[str, _State] = {}
@@ -109,7 +117,16 @@ class E2BEmulator:
             await _json(send, int(fault.status), _error(int(fault.status), fault.message))
             return
         if fault is not None:
-            send = _dropping_send(send)
+            dropping = _DroppingSend(send)
+            await self._dispatch(scope, receive, dropping, method, path)
+            if dropping.dropped:
+                raise _Dropped("connection dropped by an injected fault")
+            return
+        await self._dispatch(scope, receive, send, method, path)
+
+    async def _dispatch(
+        self, scope: dict[str, Any], receive: Any, send: Any, method: str, path: str
+    ) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         if path.startswith(("/process.Process/", "/filesystem.Filesystem/", "/files", "/health")):
             sandbox = self._envd_sandbox(headers)
@@ -135,6 +152,10 @@ class E2BEmulator:
             status, payload = 404, _error(404, f"sandbox {exc.sandbox_id!r} not found")
         await _json(send, status, payload)
 
+    def _state_of(self, sandbox_id: str) -> _State:
+        # Sandboxes made on the engine directly (by a test) get their state on first use.
+        return self._state.setdefault(sandbox_id, _State(token=secrets.token_hex(16)))
+
     def _take_fault(self, path: str) -> Fault | None:
         for fault in self.faults:
             if path.startswith(fault.path) and fault.times > 0:
@@ -152,7 +173,7 @@ class E2BEmulator:
         if sandbox.state != "running":
             # Guess: the proxy's answer for a paused sandbox is not documented.
             return 502, _error(502, f"The sandbox {sandbox_id} is paused, its port is not open")
-        if headers.get("x-access-token") != self._state[sandbox.id].token:
+        if headers.get("x-access-token") != self._state_of(sandbox.id).token:
             return 401, _error(401, "invalid access token")
         return sandbox
 
@@ -191,7 +212,7 @@ class E2BEmulator:
             return 200, self._detail(sandbox)
         if method == "DELETE" and not action:
             self._kill_processes(sandbox.id)
-            del self._state[sandbox.id]
+            self._state.pop(sandbox.id, None)
             await self.engine.destroy(sandbox.id)
             return 204, None
         if method == "POST" and action == "pause":
@@ -204,14 +225,14 @@ class E2BEmulator:
             await self.engine.resume(sandbox.id)
             return (201 if resumed else 200), self._sandbox_model(sandbox)
         if method == "POST" and action == "timeout":
-            self._state[sandbox.id].timeout = int(body.get("timeout", 0))
+            self._state_of(sandbox.id).timeout = int(body.get("timeout", 0))
             return 204, None
         return 404, _error(404, f"the fake does not emulate {method} {path}")
 
     def _sandbox_model(self, sandbox: EmulatedSandbox) -> dict[str, Any]:
         from e2b.api.client.models import Sandbox
 
-        state = self._state[sandbox.id]
+        state = self._state_of(sandbox.id)
         return Sandbox(
             template_id=state.template,
             sandbox_id=sandbox.id,
@@ -222,14 +243,14 @@ class E2BEmulator:
 
     def _times(self, sandbox: EmulatedSandbox) -> tuple[datetime.datetime, datetime.datetime]:
         started = datetime.datetime.fromtimestamp(sandbox.created_at, datetime.UTC)
-        return started, started + datetime.timedelta(seconds=self._state[sandbox.id].timeout)
+        return started, started + datetime.timedelta(seconds=self._state_of(sandbox.id).timeout)
 
     def _detail(self, sandbox: EmulatedSandbox) -> dict[str, Any]:
         from e2b.api.client.models import SandboxDetail, SandboxState
 
         started, end = self._times(sandbox)
         detail = SandboxDetail(
-            template_id=self._state[sandbox.id].template,
+            template_id=self._state_of(sandbox.id).template,
             sandbox_id=sandbox.id,
             client_id="emulator",
             started_at=started,
@@ -240,7 +261,7 @@ class E2BEmulator:
             disk_size_mb=1024,
             state=SandboxState(sandbox.state),
             metadata=dict(sandbox.metadata),
-            envd_access_token=self._state[sandbox.id].token,
+            envd_access_token=self._state_of(sandbox.id).token,
         )
         return detail.to_dict()
 
@@ -258,7 +279,7 @@ class E2BEmulator:
             started, end = self._times(sandbox)
             listed.append(
                 ListedSandbox(
-                    template_id=self._state[sandbox.id].template,
+                    template_id=self._state_of(sandbox.id).template,
                     sandbox_id=sandbox.id,
                     client_id="emulator",
                     started_at=started,
@@ -274,7 +295,7 @@ class E2BEmulator:
         return listed  # one page: the fake never sends x-next-token
 
     def _kill_processes(self, sandbox_id: str) -> None:
-        for running in self._state[sandbox_id].processes.values():
+        for running in self._state_of(sandbox_id).processes.values():
             _kill_group(running.proc)
 
     # -- processes (used by _ProcessService) --------------------------------------------------
@@ -296,14 +317,14 @@ class E2BEmulator:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        self._state[sandbox.id].processes[proc.pid] = _Process(proc, stdin)
+        self._state_of(sandbox.id).processes[proc.pid] = _Process(proc, stdin)
         return proc
 
     def process(self, sandbox: EmulatedSandbox, pid: int) -> _Process:
         from connectrpc.code import Code
         from connectrpc.errors import ConnectError
 
-        running = self._state[sandbox.id].processes.get(pid)
+        running = self._state_of(sandbox.id).processes.get(pid)
         if running is None:
             raise ConnectError(Code.NOT_FOUND, f"process with pid {pid} not found")
         return running
@@ -333,6 +354,10 @@ class E2BEmulator:
             await _json(send, 405, _error(405, f"{method} /files is not allowed"))
             return
         headers = dict(scope["headers"])
+        if int(headers.get(b"content-length", b"0") or 0) > self.max_file_size:
+            message = f"not enough disk space for the upload (the fake allows {self.max_file_size})"
+            await _json(send, 507, _error(507, message))
+            return
         content_type = headers.get(b"content-type", b"").decode()
         uploads: list[tuple[str, bytes]]
         if content_type.startswith("multipart/form-data"):
@@ -346,6 +371,10 @@ class E2BEmulator:
                 uploads.append((name, await value.read()))
         else:
             uploads = [(path, await _body_bytes(receive))]
+        if any(len(data) > self.max_file_size for _, data in uploads):
+            message = f"not enough disk space for the upload (the fake allows {self.max_file_size})"
+            await _json(send, 507, _error(507, message))
+            return
         written = []
         for name, data in uploads:
             try:
@@ -689,13 +718,20 @@ async def _json(send: Any, status: int, payload: Any) -> None:
     await _raw(send, status, body, "application/json")
 
 
-def _dropping_send(send: Any) -> Any:
-    async def dropping(message: dict[str, Any]) -> None:
-        await send(message)
-        if message["type"] == "http.response.body" and message.get("body"):
-            raise _Dropped("connection dropped by an injected fault")
+class _DroppingSend:
+    """Passes the response start and its first body chunk, then swallows the rest; the
+    dispatcher then raises ``_Dropped`` so uvicorn cuts the connection mid-response."""
 
-    return dropping
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self.dropped = False
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if self.dropped:
+            return
+        await self._send(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            self.dropped = True
 
 
 # -- running it ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ class E2BFake:
     """A running fake of E2B: its URL, the ASGI app (faults, request log) and the engine."""
 
     server: EmulatorServer
-    emulator: object
+    emulator: Any
     """The ``sandbank.testing.emulators.e2b.E2BEmulator``."""
 
     @property
@@ -32,12 +33,12 @@ class E2BFake:
 
     @property
     def engine(self) -> EmulatorEngine:
-        return self.emulator.engine  # type: ignore[attr-defined]
+        return self.emulator.engine
 
     def environment(self) -> dict[str, str]:
         from sandbank.testing.emulators.e2b import environment
 
-        return environment(self.server, self.emulator)  # type: ignore[arg-type]
+        return environment(self.server, self.emulator)
 
 
 @pytest.fixture(scope="session")
@@ -62,5 +63,5 @@ def e2b_emulator(e2b_emulator_server: E2BFake, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("E2B_DEBUG", raising=False)
     monkeypatch.delenv("E2B_DOMAIN", raising=False)
-    e2b_emulator_server.emulator.faults.clear()  # type: ignore[attr-defined]
+    e2b_emulator_server.emulator.faults.clear()
     return e2b_emulator_server
