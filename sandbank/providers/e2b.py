@@ -250,12 +250,21 @@ class E2BSandbox(Sandbox):
     # -- files ------------------------------------------------------------------------------
 
     async def _read_file(self, path: str) -> bytes:
-        (target,) = await self._resolve(("f", path))
-        target.check(allow_missing=False)
-        if target.kind == "dir":
-            raise ConfigurationError(f"{path!r} is a directory; read a file")
+        # Reading has no side effect, so it starts at once and its bytes are used only
+        # once the path is known to stay in the workspace.
+        read = asyncio.ensure_future(self.sdk.files.read(self._abs(path), format="bytes"))
+        try:
+            (target,) = await self._resolve(("f", path))
+            target.check(allow_missing=False)
+            if target.kind == "dir":
+                raise ConfigurationError(f"{path!r} is a directory; read a file")
+        except BaseException:
+            read.cancel()
+            with contextlib.suppress(BaseException):
+                await read
+            raise
         with _errors(self.id, path):
-            return bytes(await self.sdk.files.read(target.real, format="bytes"))
+            return bytes(await read)
 
     async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
         (target,) = await self._resolve(("f", path))
@@ -422,6 +431,7 @@ class E2BProvider(Provider):
             self._params["request_timeout"] = request_timeout
         if retries is not None:
             self._params["retries"] = retries
+        self._ours: set[str] = set()  # ids known to be sandbank's (created or attached here)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -458,6 +468,7 @@ class E2BProvider(Provider):
                 **opts,
             )
         box = E2BSandbox(self, sdk, manifest)
+        self._ours.add(box.id)
         try:
             if manifest.workdir != ".":
                 await box.mkdir(manifest.workdir)
@@ -480,6 +491,7 @@ class E2BProvider(Provider):
         """A handle on an existing sandbox; a paused one is resumed (E2B's ``connect``)."""
         info = await self._sdk_info(sandbox_id)
         sdk = await self._connect(sandbox_id)
+        self._ours.add(sandbox_id)
         return E2BSandbox(self, sdk, Manifest.parse(json.loads(info.metadata[MANIFEST_KEY])))
 
     async def _sdk_info(self, sandbox_id: str) -> Any:
@@ -524,9 +536,11 @@ class E2BProvider(Provider):
 
     async def destroy(self, sandbox_id: str) -> None:
         e2b = _sdk()
-        await self._sdk_info(sandbox_id)
+        if sandbox_id not in self._ours:
+            await self._sdk_info(sandbox_id)  # refuses a sandbox that is not sandbank's
         with _errors():
             killed = await e2b.AsyncSandbox.kill(sandbox_id, **self._opts())
+        self._ours.discard(sandbox_id)
         if not killed:
             raise SandboxNotFound(self.name, sandbox_id)
         log.info("destroyed E2B sandbox %s", sandbox_id)
