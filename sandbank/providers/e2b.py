@@ -143,12 +143,9 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
 
 @contextlib.contextmanager
 def _errors(sandbox_id: str = "", path: str = "") -> Iterator[None]:
-    e2b = _sdk()
     try:
         yield
     except SandbankError:
-        raise
-    except e2b.CommandExitException:
         raise
     except Exception as exc:
         raise map_e2b_error(exc, sandbox_id, path) from exc
