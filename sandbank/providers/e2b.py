@@ -85,8 +85,14 @@ def _sdk() -> Any:
 
 
 def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> SandbankError:
-    """The sandbank error for an exception of the E2B SDK (or of its transport)."""
+    """The sandbank error for an exception of the E2B SDK (or of its transport).
+
+    Bad credentials and bad requests are ``ConfigurationError`` (not retryable); rate
+    limits, timeouts, 5xx and broken connections are retryable ``ProviderError``; a sandbox
+    gone under a handle is ``SandboxLost``; a missing file ``PathNotFound``.
+    """
     e2b = _sdk()
+    import httpx  # the SDK's transport types
     from connectrpc.errors import ConnectError
 
     message = f"E2B: {exc}"
@@ -99,7 +105,9 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
     if isinstance(exc, e2b.RateLimitException):
         return ProviderError(f"{message}; slow down and retry", retryable=True)
     if isinstance(exc, e2b.SandboxNotRunningException | e2b.SandboxNotFoundException):
-        return SandboxLost(sandbox_id, str(exc)) if sandbox_id else SandboxNotFound("e2b", "")
+        if sandbox_id:
+            return SandboxLost(sandbox_id, str(exc))
+        return SandboxNotFound("e2b", "(unknown)")
     if isinstance(exc, e2b.FileNotFoundException):
         return PathNotFound(path or str(exc), sandbox_id)
     if isinstance(exc, e2b.NotFoundException):
@@ -116,7 +124,7 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
         | e2b.GuestUnresponsiveException
         | e2b.ServiceBusyException
         | ConnectError
-        | ConnectionError
+        | httpx.TransportError
         | OSError,
     ):
         return ProviderError(f"{message}; the call can be retried", retryable=True)
@@ -134,10 +142,6 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
         | e2b.GitUpstreamException,
     ):
         return ProviderError(f"{message}; sandbank does not use this E2B API", retryable=False)
-    import httpx  # the SDK's dependency
-
-    if isinstance(exc, httpx.TransportError):
-        return ProviderError(f"{message}; the connection failed, retry", retryable=True)
     return ProviderError(f"{message} ({type(exc).__name__})", retryable=False)
 
 
@@ -208,6 +212,8 @@ class E2BSandbox(Sandbox):
             # Our own deadline: the SDK's would only end the stream. Kill the process itself.
             with contextlib.suppress(Exception):
                 await handle.kill()
+            with contextlib.suppress(Exception):
+                await handle.disconnect()
             raise ExecTimeout(request.argv, request.timeout or 0, output.result(137)) from None
         except Exception as exc:
             raise map_e2b_error(exc, self.id) from exc
