@@ -96,6 +96,8 @@ class E2BEmulator:
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request, for tests that count round trips."""
         self._state: dict[str, _State] = {}
+        self._snapshots: dict[str, bytes] = {}
+        """Snapshot id -> a tar of the workspace (the fake keeps files, not memory)."""
         self._process_app = ProcessASGIApplication(_ProcessService(self))
         self._filesystem_app = FilesystemASGIApplication(_FilesystemService(self))
 
@@ -192,6 +194,9 @@ class E2BEmulator:
                 env=_mapping(request.env_vars),
                 network=allow is not False,
             )
+            snapshot = self._snapshots.get(request.template_id)
+            if snapshot is not None:
+                await sandbox.box.import_tar(snapshot)
             self._state[sandbox.id] = _State(
                 token=secrets.token_hex(16),
                 template=request.template_id,
@@ -219,6 +224,14 @@ class E2BEmulator:
             resumed = sandbox.state == "paused"
             await self.engine.resume(sandbox.id)
             return (201 if resumed else 200), self._sandbox_model(sandbox)
+        if method == "POST" and action == "snapshots":
+            from e2b.api.client.models import SnapshotInfo
+
+            # Real E2B snapshots memory too; the fake keeps the workspace's files only.
+            data = b"".join([chunk async for chunk in sandbox.box.export_tar()])
+            snapshot_id = f"snapshot-{secrets.token_hex(6)}:default"
+            self._snapshots[snapshot_id] = data
+            return 201, SnapshotInfo(snapshot_id=snapshot_id, names=[snapshot_id]).to_dict()
         if method == "POST" and action == "timeout":
             self._state_of(sandbox.id).timeout = int(body.get("timeout", 0))
             return 204, None

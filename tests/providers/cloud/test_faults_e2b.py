@@ -216,3 +216,16 @@ async def test_attach_unknown_and_foreign_sandboxes(e2b_emulator: E2BFake, bwrap
         assert foreign.id not in [info.id for info in await provider.list()]
     finally:
         e2b_emulator.server.call(e2b_emulator.engine.destroy(foreign.id))
+
+
+async def test_native_snapshot_makes_new_sandboxes(box: E2BSandbox, e2b_emulator: E2BFake) -> None:
+    await box.write_file("src/run.sh", b"#!/bin/sh\necho run\n", mode=0o755)
+    snapshot_id = await box.snapshot()
+    await box.write_file("src/run.sh", b"changed after the snapshot")
+    provider = E2BProvider()
+    copy = await provider.create({"image": {"hints": {"e2b": snapshot_id}}})
+    try:
+        assert (await copy.exec(["./src/run.sh"])).stdout == b"run\n"
+        assert (await copy.info()).image == snapshot_id
+    finally:
+        await copy.destroy()
