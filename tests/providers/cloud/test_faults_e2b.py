@@ -4,6 +4,7 @@ behind our back, a disk too small for a file)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import sys
@@ -229,3 +230,14 @@ async def test_native_snapshot_makes_new_sandboxes(box: E2BSandbox, e2b_emulator
         assert (await copy.info()).image == snapshot_id
     finally:
         await copy.destroy()
+
+
+async def test_sandbox_past_its_lifetime_is_lost(e2b_emulator: E2BFake, bwrap: str) -> None:
+    provider = E2BProvider(lifetime=1)
+    box = await provider.create()
+    assert (await box.exec(["true"])).ok
+    await asyncio.sleep(2)
+    with pytest.raises(SandboxLost):
+        await box.exec(["true"])
+    assert await box.status() == SandboxStatus.LOST
+    assert box.id not in [info.id for info in await provider.list()]
