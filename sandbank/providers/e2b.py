@@ -496,7 +496,10 @@ class E2BProvider(Provider):
         e2b = _sdk()
         with _errors():
             try:
-                return await e2b.AsyncSandbox.connect(sandbox_id, **self._opts())
+                # Each attach or resume gives the sandbox a full lifetime again.
+                return await e2b.AsyncSandbox.connect(
+                    sandbox_id, timeout=self.lifetime, **self._opts()
+                )
             except (e2b.SandboxNotFoundException, e2b.NotFoundException):
                 raise SandboxNotFound(self.name, sandbox_id) from None
 
