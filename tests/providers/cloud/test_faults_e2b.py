@@ -241,3 +241,16 @@ async def test_sandbox_past_its_lifetime_is_lost(e2b_emulator: E2BFake, bwrap: s
         await box.exec(["true"])
     assert await box.status() == SandboxStatus.LOST
     assert box.id not in [info.id for info in await provider.list()]
+
+
+async def test_attach_renews_the_lifetime(e2b_emulator: E2BFake, bwrap: str) -> None:
+    provider = E2BProvider(lifetime=2)
+    box = await provider.create()
+    try:
+        await asyncio.sleep(1.2)
+        again = await E2BProvider(lifetime=2).attach(box.id)
+        await asyncio.sleep(1.2)  # 2.4 s after create, 1.2 s after attach
+        assert (await again.exec(["echo", "alive"])).stdout == b"alive\n"
+    finally:
+        with contextlib.suppress(SandboxNotFound, SandboxLost):
+            await box.destroy()
