@@ -84,8 +84,9 @@ def bwrap_argv(
     uid: int = SANDBOX_UID,
     gid: int = SANDBOX_GID,
     disable_userns: bool = True,
+    mount_point: str = WORKSPACE,
 ) -> list[str]:
-    """The full ``bwrap`` argv that runs ``command`` with ``workspace`` at ``/workspace``.
+    """The full ``bwrap`` argv that runs ``command`` with ``workspace`` at ``mount_point``.
 
     The command inherits bwrap's own environment: run the argv with ``env=sandbox_env(...)``
     (never ``--setenv``, whose values anyone on the host sees in ``ps``). ``tmp`` is a host
@@ -116,8 +117,8 @@ def bwrap_argv(
         args += ["--perms", "1777", "--tmpfs", "/tmp"]
     else:
         args += ["--bind", tmp, "/tmp"]
-    args += ["--bind", workspace, WORKSPACE, "--remount-ro", "/"]
-    target = WORKSPACE if cwd in ("", ".") else f"{WORKSPACE}/{cwd}"
+    args += ["--bind", workspace, mount_point, "--remount-ro", "/"]
+    target = mount_point if cwd in ("", ".") else f"{mount_point}/{cwd}"
     args += ["--chdir", target]
     args += ["--", *EXEC_SHIM, *command]
     return args

@@ -126,7 +126,7 @@ class LocalSandbox(HostDirSandbox):
         if self.provider.isolation_mode == "none":
             return argv, cwd, sandbox_env(request.env, home=self.host_path)
         # bwrap passes its environment on: the values never appear on a command line.
-        return argv, cwd, sandbox_env(request.env)
+        return argv, cwd, sandbox_env(request.env, home=self.workspace)
 
     @property
     def tmp_dir(self) -> str:
@@ -150,6 +150,7 @@ class LocalSandbox(HostDirSandbox):
             uid=uid,
             gid=gid,
             disable_userns=provider._disable_userns,
+            mount_point=self.workspace,
         )
         return argv, None
 
@@ -171,8 +172,9 @@ class LocalProvider(Provider):
 
     Options: ``state_dir`` (where sandbox records live), ``root`` (where new workspaces
     are created, default inside the record), ``workspace`` (use this existing directory as
-    the workspace; sandbank never deletes it), ``isolation`` ("bubblewrap" or "none") and
-    ``bwrap`` (path of the bwrap binary).
+    the workspace; sandbank never deletes it), ``isolation`` ("bubblewrap" or "none"),
+    ``bwrap`` (path of the bwrap binary) and ``mount_point`` (where commands under bubblewrap
+    see the workspace, default ``/workspace``; cloud emulators use the cloud's home).
     """
 
     name = "local"
@@ -185,11 +187,17 @@ class LocalProvider(Provider):
         workspace: str | os.PathLike[str] | None = None,
         isolation: str = "bubblewrap",
         bwrap: str | os.PathLike[str] | None = None,
+        mount_point: str = WORKSPACE,
         **unknown: Any,
     ) -> None:
         super().__init__(**unknown)
         if isolation not in ("bubblewrap", "none"):
             raise ConfigurationError(f"isolation must be 'bubblewrap' or 'none', got {isolation!r}")
+        if not mount_point.startswith("/") or mount_point.rstrip("/") in ("", "/tmp"):
+            raise ConfigurationError(
+                f"mount_point {mount_point!r} must be an absolute path other than / and /tmp"
+            )
+        self.mount_point = mount_point.rstrip("/")
         self.isolation_mode = isolation
         default_state = Path(platformdirs.user_data_dir("sandbank")) / "local"
         self.state_dir = Path(state_dir or default_state).expanduser().absolute()
@@ -218,7 +226,7 @@ class LocalProvider(Provider):
 
     def _inside(self, workspace: str) -> str:
         """Where commands see the workspace directory ``workspace``."""
-        return os.path.realpath(workspace) if self.isolation_mode == "none" else WORKSPACE
+        return os.path.realpath(workspace) if self.isolation_mode == "none" else self.mount_point
 
     def _isolation_of(self, manifest: Manifest) -> str:
         if self.isolation_mode == "none":
@@ -405,9 +413,7 @@ class LocalProvider(Provider):
             created_at=record.created_at,
             image=None,
             isolation=self._isolation_of(record.manifest),
-            workspace=os.path.realpath(record.workspace)
-            if self.isolation_mode == "none"
-            else WORKSPACE,
+            workspace=self._inside(record.workspace),
         )
 
     async def destroy(self, sandbox_id: str) -> None:
