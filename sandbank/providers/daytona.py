@@ -124,18 +124,30 @@ def map_daytona_error(
     """
     if isinstance(exc, SandbankError):
         return exc
+    # Some SDK paths (the bulk file transfers) raise a bare DaytonaError over aiohttp's
+    # ClientResponseError: the HTTP status is then only on the cause.
+    status = getattr(exc, "status_code", None) or getattr(exc.__cause__, "status", None)
     kind, retryable = "error", False
-    for cls in type(exc).__mro__:
-        if cls.__name__ in _ERROR_KINDS and cls.__module__.startswith("daytona"):
-            kind, retryable = _ERROR_KINDS[cls.__name__]
+    names = [cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("daytona")]
+    if names[:1] == ["DaytonaError"] and isinstance(status, int):
+        from daytona.common.errors import error_class_from_status_code
+
+        names = [error_class_from_status_code(status).__name__]
+    for name in names:
+        if name in _ERROR_KINDS:
+            kind, retryable = _ERROR_KINDS[name]
             break
     else:
-        if isinstance(exc, (OSError, asyncio.TimeoutError)) or type(exc).__module__.startswith(
+        if isinstance(exc, OSError | asyncio.TimeoutError) or type(exc).__module__.startswith(
             "aiohttp"
         ):
             kind, retryable = "unavailable", True
-    status = getattr(exc, "status_code", None)
     detail = f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}: {exc}"
+    if status == 413:
+        return ConfigurationError(
+            f"Daytona refused a request body as too large ({detail}); "
+            "split the data, or move it with export_tar/import_tar or a snapshot"
+        )
     if kind == "auth":
         return ConfigurationError(f"Daytona refused the credentials ({detail}); {CREDENTIALS_HINT}")
     if kind == "bad":
@@ -180,7 +192,8 @@ _PRELUDE = """\
 W=$(realpath -m -- {workspace}) T={tmp}
 mkdir -p -- "$T" || exit 90
 fail() {{ printf '%s' "$1" > "$T/status"; exit 0; }}
-inside() {{ r=$(realpath -m -- "$1") || return 1; case "$r/" in "$W"/*) return 0;; esac; return 1; }}
+inside() {{ r=$(realpath -m -- "$1") || return 1
+  case "$r/" in "$W"/*) return 0;; esac; return 1; }}
 [ -e "$T.in" ] && mv -f -- "$T.in" "$T/in"
 {{
 {body}

@@ -60,6 +60,9 @@ class DaytonaEmulator:
     engine: EmulatorEngine
     api_key: str = "emulated-key"
     url: str = ""
+    max_upload: int | None = None
+    """Bytes one bulk-upload request may carry; beyond it the fake answers 413 (a guess: the
+    real service's proxy has some request size limit, not documented in the SDK)."""
     faults: list[Fault] = field(default_factory=list)
     _records: dict[str, _Record] = field(default_factory=dict)
 
@@ -244,6 +247,9 @@ class DaytonaEmulator:
         )
 
         sandbox = self._running(request)
+        size = int(request.headers.get("content-length") or 0)
+        if self.max_upload is not None and size > self.max_upload:
+            raise _HTTPError(413, f"request entity too large: {size} > {self.max_upload} bytes")
         form = await request.form(max_files=10_000, max_fields=20_000)
         paths = {k[: -len(".path")]: v for k, v in form.multi_items() if k.endswith(".path")}
         for key, path in paths.items():
