@@ -4,7 +4,8 @@
 exactly; ``resolve_script`` checks workspace paths in the sandbox in one command, following
 symlinks, so a provider can refuse those that leave the workspace before it calls the SDK's
 file API; ``spool_checked_tar`` validates an archive before any of it reaches the sandbox;
-``retryable_status`` is the one rule for which HTTP failures a retry can help.
+``retryable_status`` is the one rule for which HTTP failures a retry can help;
+``EXPORT_TAR_SCRIPT``/``IMPORT_TAR_SCRIPT`` and ``check_tar_parents`` are tar over exec.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from sandbank.providers._tar import TarGuard, member_path
 __all__ = [
     "CWD_ESCAPES",
     "CWD_MISSING",
+    "EXPORT_TAR_SCRIPT",
+    "IMPORT_TAR_SCRIPT",
     "Resolved",
+    "check_tar_parents",
     "cwd_error",
     "parse_resolved",
     "resolve_argv",
@@ -61,18 +65,40 @@ done
 """
 
 
+EXPORT_TAR_SCRIPT = r"""
+cd -- "$1" || exit 3
+out=$2
+shift 2
+if [ $# -eq 0 ]; then
+  find . -mindepth 1 -maxdepth 1 ! -name "${out##*/}" -printf '%P\0' | tar -cf "$out" --null -T -
+else
+  tar -cf "$out" -- "$@"
+fi
+"""
+"""``sh -c EXPORT_TAR_SCRIPT sh WORKSPACE OUT [PATH...]``: a tar of the workspace (or of the
+checked relative paths) at OUT, members relative to the root, for the file API to fetch."""
+
+IMPORT_TAR_SCRIPT = (
+    'cd -- "$1" && tar -xpf "$2" --no-same-owner; code=$?; rm -f -- "$2"; exit $code'
+)
+"""``sh -c IMPORT_TAR_SCRIPT sh WORKSPACE ARCHIVE``: extract an archive that
+``spool_checked_tar`` passed (and ``check_tar_parents`` cleared), then delete it."""
+
+
 def shell_join(
     argv: Sequence[str],
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     *,
     workspace: str | None = None,
+    clear_env: bool = False,
 ) -> str:
     """A shell command line that runs ``argv`` as is (no expansion) in ``cwd`` with ``env``.
 
     With ``workspace``, the command refuses to start when ``cwd`` resolves (through
     symlinks) outside it: it exits 86 with ``CWD_ESCAPES`` on stderr, or ``CWD_MISSING``
-    when ``cwd`` does not exist; ``cwd_error`` turns those into sandbank errors. A missing
+    when ``cwd`` does not exist; ``cwd_error`` turns those into sandbank errors. With
+    ``clear_env`` the command gets ``env`` only, nothing of the sandbox's own. A missing
     program exits 127, as ``env`` reports it.
     """
     lines = []
@@ -90,7 +116,8 @@ def shell_join(
     program = list(argv)
     if "=" in program[0] and "/" not in program[0]:
         program[0] = f"./{program[0]}"  # env would take it for an assignment
-    lines.append(" ".join(["exec env --", *assignments, *(shlex.quote(a) for a in program)]))
+    start = "exec env -i --" if clear_env else "exec env --"
+    lines.append(" ".join([start, *assignments, *(shlex.quote(a) for a in program)]))
     return "\n".join(lines)
 
 
@@ -191,6 +218,17 @@ def spool_checked_tar(source: BinaryIO) -> tuple[IO[bytes], set[str]]:
         raise
     spool.seek(0)
     return spool, unchecked
+
+
+def check_tar_parents(parents: Iterable[Resolved]) -> None:
+    """Refuse an archive whose unchecked parent directories (from ``spool_checked_tar``,
+    resolved with ``"f"``) leave the workspace or are not directories."""
+    for target in parents:
+        target.check()
+        if target.kind not in ("dir", "missing"):
+            raise ConfigurationError(
+                f"{target.rel!r} is not a directory, so the archive cannot extract into it"
+            )
 
 
 def retryable_status(status: int | None) -> bool:

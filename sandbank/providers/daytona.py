@@ -15,11 +15,9 @@ import math
 import os
 import secrets
 import shlex
-import tarfile
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from sandbank.errors import (
     ConfigurationError,
@@ -34,7 +32,16 @@ from sandbank.errors import (
     WorkspacePathError,
 )
 from sandbank.manifest import Image, Manifest
-from sandbank.providers._tar import TarGuard
+from sandbank.providers._remote import (
+    EXPORT_TAR_SCRIPT,
+    IMPORT_TAR_SCRIPT,
+    check_tar_parents,
+    cwd_error,
+    parse_resolved,
+    resolve_argv,
+    shell_join,
+    spool_checked_tar,
+)
 from sandbank.providers.base import (
     Capabilities,
     ExecRequest,
@@ -234,7 +241,7 @@ class DaytonaSandbox(Sandbox):
         self,
         body: str,
         *,
-        stdin: bytes | None = None,
+        stdin: bytes | IO[bytes] | None = None,
         timeout: float | None = None,
         keep: bool = False,
     ) -> tuple[_Run, str]:
@@ -245,8 +252,10 @@ class DaytonaSandbox(Sandbox):
         command = f"sh -c {_q(script)}"
         process, fs = self.remote.process, self.remote.fs
         with _boundary(self.id, open_handle=True):
-            if stdin is not None:
+            if isinstance(stdin, bytes):
                 await fs.upload_file(stdin, f"{tmp}.in")
+            elif stdin is not None:
+                await fs.upload_file_stream(stdin, f"{tmp}.in")
             timed_out = False
             exit_code = -1
             try:
@@ -285,7 +294,9 @@ class DaytonaSandbox(Sandbox):
         with contextlib.suppress(Exception):
             await self.remote.fs.delete_file(tmp, recursive=True)
 
-    async def _script(self, body: str, path: str, *, stdin: bytes | None = None) -> bytes:
+    async def _script(
+        self, body: str, path: str, *, stdin: bytes | IO[bytes] | None = None
+    ) -> bytes:
         """Run a file-primitive script about ``path``; its stdout, or the mapped failure."""
         run, _ = await self._run(body, stdin=stdin)
         self._raise_status(run.status, path)
@@ -319,17 +330,14 @@ class DaytonaSandbox(Sandbox):
         if request.timeout is not None:
             # GNU timeout puts the command in its own process group and kills that group.
             argv = ["timeout", "-s", "KILL", f"{request.timeout:.3f}", *argv]
-        assignments = " ".join(_q(f"{k}={v}") for k, v in env.items())
-        body = (
-            f'C="$W"/{_q(request.cwd)}\n'
-            'inside "$C" || fail escape\n'
-            '[ -d "$C" ] || fail missing\n'
-            'cd -- "$C" || fail missing\n'
-            f"exec env -i {assignments} {shlex.join(argv)}"
+        body = shell_join(
+            argv, self._abs(request.cwd), env, workspace=self.workspace, clear_env=True
         )
         started = asyncio.get_running_loop().time()
         run, _ = await self._run(body, stdin=request.stdin, timeout=request.timeout)
-        self._raise_status(run.status, request.cwd)
+        refused = cwd_error(run.exit_code, run.stderr, request.cwd)
+        if refused is not None:
+            raise refused
         for start in range(0, max(len(run.stdout), len(run.stderr)), _CHUNK):
             await output.feed("stdout", run.stdout[start : start + _CHUNK])
             await output.feed("stderr", run.stderr[start : start + _CHUNK])
@@ -414,22 +422,17 @@ class DaytonaSandbox(Sandbox):
     # -- tar -------------------------------------------------------------------------------
 
     async def _export_tar(self, paths: list[str] | None) -> AsyncIterator[bytes]:
-        if paths is None or "." in paths:
-            names = "find . -mindepth 1 -maxdepth 1 -printf '%P\\0'"
-        else:
-            checks = "".join(
-                f'inside "$(dirname -- {_q(p)})" || fail escape\n'
-                f"[ -e {_q(p)} ] || [ -L {_q(p)} ] || fail missing\n"
-                for p in paths
-            )
-            names = checks + "printf '%s\\0' " + " ".join(_q(p) for p in paths)
-        body = f'cd -- "$W" || exit 1\n{{\n{names}\n}} | tar --format=pax --null -T - -cf "$T/tar"'
+        names = [] if paths is None or "." in paths else paths
+        if names:
+            for target in await self._resolve(*(("n", p) for p in names)):
+                target.check(allow_missing=False)
+        script = shlex.join(["/bin/sh", "-c", EXPORT_TAR_SCRIPT, "sh"])
+        body = f'{script} "$W" "$T/tar" {shlex.join(names)}'
         run, tmp = await self._run(body, keep=True)
         try:
-            self._raise_status(run.status, ", ".join(paths or ["."]))
             if run.exit_code != 0:
                 raise ProviderError(
-                    f"tar failed in Daytona sandbox {self.id!r}: "
+                    f"tar in Daytona sandbox {self.id!r} failed (exit {run.exit_code}): "
                     f"{run.stderr.decode(errors='replace').strip()}"
                 )
             with _boundary(self.id, open_handle=True):
@@ -440,21 +443,21 @@ class DaytonaSandbox(Sandbox):
             await self._cleanup(tmp)
 
     async def _import_tar(self, stream: AsyncIterator[bytes]) -> None:
-        with tempfile.NamedTemporaryFile(prefix="sandbank-import-", suffix=".tar") as spool:
-            async for chunk in stream:
-                await asyncio.to_thread(spool.write, chunk)
-            await asyncio.to_thread(spool.flush)
-            members = await asyncio.to_thread(_checked_members, spool.name)
-            links = await self._script("cd -- \"$W\" && find . -type l -printf '%P\\0'", ".")
-            _refuse_through_links(members, {os.fsdecode(n) for n in links.split(b"\0") if n})
-            tmp = f"/tmp/sandbank-{secrets.token_hex(8)}"
-            with _boundary(self.id, open_handle=True):
-                await self.remote.fs.upload_file(spool.name, f"{tmp}.tar")
-            body = (
-                f"S={_q(tmp + '.tar')}\n"
-                'cd -- "$W" && tar -xpf "$S" --no-same-owner; c=$?; rm -f -- "$S"; exit $c'
-            )
-            await self._script(body, ".")
+        from sandbank._streams import SyncReader
+
+        reader = SyncReader(stream, asyncio.get_running_loop())
+        spool, unchecked = await asyncio.to_thread(spool_checked_tar, reader)  # type: ignore[arg-type]
+        with spool:
+            check_tar_parents(await self._resolve(*(("f", p) for p in sorted(unchecked))))
+            script = shlex.join(["/bin/sh", "-c", IMPORT_TAR_SCRIPT, "sh"])
+            await self._script(f'{script} "$W" "$T/in"', ".", stdin=spool)
+
+    async def _resolve(self, *paths: tuple[Any, str]) -> list[Any]:
+        """Where each workspace path leads in the sandbox (``Resolved``), in one command."""
+        if not paths:
+            return []
+        out = await self._script(shlex.join(resolve_argv(self.workspace, paths)), ".")
+        return parse_resolved([rel for _, rel in paths], out)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -506,22 +509,6 @@ def _status(state: str | None) -> SandboxStatus:
     if state in (None, "destroyed", "destroying", "error", "build_failed"):
         return SandboxStatus.LOST
     return SandboxStatus.RUNNING
-
-
-def _checked_members(spool: str) -> list[tuple[str, bool]]:
-    """Every member of the archive at ``spool`` checked by ``TarGuard``: (path, is_dir)."""
-    guard = TarGuard()
-    with tarfile.open(spool, mode="r:*") as archive:
-        return [(guard.check(member), member.isdir()) for member in archive]
-
-
-def _refuse_through_links(members: list[tuple[str, bool]], links: set[str]) -> None:
-    """Refuse members that the workspace's existing symlinks would redirect."""
-    for path, is_dir in members:
-        parts = path.split("/")
-        ancestors = {"/".join(parts[:i]) for i in range(1, len(parts))}
-        if ancestors & links or (is_dir and path in links):
-            raise WorkspacePathError(path, "would be written through a symlink in the workspace")
 
 
 class DaytonaProvider(Provider):

@@ -64,11 +64,23 @@ class DaytonaEmulator:
     """Bytes one bulk-upload request may carry; beyond it the fake answers 413 (a guess: the
     real service's proxy has some request size limit, not documented in the SDK)."""
     faults: list[Fault] = field(default_factory=list)
+    server: EmulatorServer | None = None
+    """The server that serves this fake (set by ``serve_daytona``)."""
     _records: dict[str, _Record] = field(default_factory=dict)
 
     @property
     def api_url(self) -> str:
         return f"{self.url}/api"
+
+    def reset(self) -> None:
+        """Forget injected faults and the upload limit."""
+        self.faults.clear()
+        self.max_upload = None
+
+    def call(self, coro: Any) -> Any:
+        """Run ``coro`` on the server's event loop, from any thread (e.g. a test's)."""
+        assert self.server is not None, "serve the emulator with serve_daytona()"
+        return self.server.call(coro)
 
     def inject(self, method: str, path_suffix: str, status: int, times: int = 1) -> None:
         """Make the next ``times`` matching requests fail (see ``Fault``)."""
@@ -407,25 +419,45 @@ async def _error(send: Any, status: int, message: str, path: str) -> None:
 
 
 @contextlib.contextmanager
-def serve_daytona(root: str | os.PathLike[str]) -> Iterator[tuple[DaytonaEmulator, EmulatorServer]]:
+def serve_daytona(root: str | os.PathLike[str]) -> Iterator[DaytonaEmulator]:
     """Serve a Daytona emulator (state under ``root``) until the block ends.
 
     Point the SDK at it with ``DaytonaConfig(api_url=emulator.api_url,
     api_key=emulator.api_key)``, or ``DAYTONA_API_URL`` / ``DAYTONA_API_KEY``; everything it
-    made is destroyed at the end. ``server.call(coro)`` runs a coroutine on its loop (e.g.
+    made is destroyed at the end. ``emulator.call(coro)`` runs a coroutine on its loop (e.g.
     ``emulator.delete_behind_back(id)``).
     """
     holder: list[DaytonaEmulator] = []
     server: EmulatorServer
 
     async def make_app() -> Any:
-        emulator = DaytonaEmulator(EmulatorEngine(root, home=HOME), url=server.url)
+        emulator = DaytonaEmulator(EmulatorEngine(root, home=HOME), url=server.url, server=server)
         holder.append(emulator)
         return emulator.app()
 
     server = EmulatorServer(make_app)
     server.start()
     try:
-        yield holder[0], server
+        yield holder[0]
     finally:
         server.stop(holder[0].engine.aclose)
+
+
+def main() -> None:
+    """``python -m sandbank.testing.emulators.daytona [STATE_DIR]``: serve the fake until
+    interrupted, printing the variables that point the SDK (and sandbank) at it."""
+    import sys
+    import tempfile
+    import time
+
+    root = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="daytona-emulator-")
+    with serve_daytona(root) as emulator:
+        print(f"DAYTONA_API_URL={emulator.api_url}", flush=True)
+        print(f"DAYTONA_API_KEY={emulator.api_key}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

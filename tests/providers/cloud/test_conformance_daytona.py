@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from daytona_fixtures import *  # noqa: F403 (the emulator fixtures)
 
 from sandbank.conformance import ProviderConformance
 from sandbank.providers.base import Provider

@@ -7,7 +7,6 @@ import inspect
 from typing import Any
 
 import pytest
-from daytona_fixtures import *  # noqa: F403 (the emulator fixtures)
 
 from sandbank.errors import (
     ConfigurationError,
@@ -19,7 +18,6 @@ from sandbank.errors import (
 )
 from sandbank.providers.base import SandboxStatus
 from sandbank.testing.emulators.daytona import DaytonaEmulator
-from sandbank.testing.emulators.engine import EmulatorServer
 
 daytona = pytest.importorskip("daytona", reason="the daytona SDK is missing")
 
@@ -123,12 +121,12 @@ async def test_transient_faults_are_retryable_and_the_sandbox_survives(
 
 
 async def test_a_sandbox_deleted_behind_our_back_is_lost(
-    daytona_server: tuple[DaytonaEmulator, EmulatorServer], daytona_provider: Any
+    daytona_emulator: DaytonaEmulator, daytona_provider: Any
 ) -> None:
-    emulator, server = daytona_server
+    emulator = daytona_emulator
     box = await daytona_provider.create({"network": True})
     await box.write_file("keep.txt", b"x")
-    server.call(emulator.delete_behind_back(box.id))
+    emulator.call(emulator.delete_behind_back(box.id))
     with pytest.raises(SandboxLost) as caught:
         await box.exec(["true"])
     assert box.id in str(caught.value) and caught.value.retryable
@@ -162,9 +160,9 @@ async def test_an_oversized_file_is_refused_and_nothing_is_lost(
 
 
 async def test_list_shows_only_sandbanks_sandboxes(
-    daytona_server: tuple[DaytonaEmulator, EmulatorServer], daytona_provider: Any
+    daytona_emulator: DaytonaEmulator, daytona_provider: Any
 ) -> None:
-    emulator, server = daytona_server
+    emulator = daytona_emulator
     ours = await daytona_provider.create({"network": True})
     config = daytona.DaytonaConfig(api_key=emulator.api_key, api_url=emulator.api_url, target="us")
 
@@ -180,7 +178,7 @@ async def test_list_shows_only_sandbanks_sandboxes(
             await daytona_provider.attach(theirs)
     finally:
         await ours.destroy()
-        server.call(emulator.delete_behind_back(theirs))
+        emulator.call(emulator.delete_behind_back(theirs))
 
 
 async def test_create_sends_the_manifest(

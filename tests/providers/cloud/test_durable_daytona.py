@@ -8,7 +8,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from daytona_fixtures import *  # noqa: F403 (the emulator fixtures)
 
 from sandbank.durable.activities import SandboxActivities
 from sandbank.durable.manager import SessionManager
