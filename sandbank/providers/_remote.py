@@ -1,19 +1,22 @@
 """Helpers for cloud providers whose SDK runs shell strings in a remote sandbox.
 
 ``shell_join`` turns an argv (with cwd and environment) into one shell string that runs it
-exactly; ``resolve_script`` checks workspace paths in the sandbox in one command, following
-symlinks, so a provider can refuse those that leave the workspace before it calls the SDK's
+exactly; ``resolve_path`` walks a workspace path with the SDK's own stat call, following
+symlinks, so a provider can refuse one that leaves the workspace before it calls the SDK's
 file API; ``spool_checked_tar`` validates an archive before any of it reaches the sandbox;
-``retryable_status`` is the one rule for which HTTP failures a retry can help;
-``EXPORT_TAR_SCRIPT``/``IMPORT_TAR_SCRIPT`` and ``check_tar_parents`` are tar over exec.
+``retryable_status`` is the one rule for which HTTP failures a retry can help.
+For an SDK whose stat call cannot tell a symlink's target, ``resolve_argv`` does the same
+resolution in one command in the sandbox; ``EXPORT_TAR_SCRIPT``/``IMPORT_TAR_SCRIPT`` and
+``check_tar_parents`` are tar over exec.
 """
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Literal
 
@@ -26,11 +29,13 @@ __all__ = [
     "CWD_MISSING",
     "EXPORT_TAR_SCRIPT",
     "IMPORT_TAR_SCRIPT",
+    "Lstat",
     "Resolved",
     "check_tar_parents",
     "cwd_error",
     "parse_resolved",
     "resolve_argv",
+    "resolve_path",
     "retryable_status",
     "shell_join",
     "spool_checked_tar",
@@ -39,6 +44,7 @@ __all__ = [
 CWD_MISSING = "sandbank: the working directory does not exist"
 CWD_ESCAPES = "sandbank: the working directory leaves the workspace"
 _CWD_EXIT = 86
+
 
 _RESOLVE = r"""
 ws=$(realpath -- "$1") || exit 90
@@ -91,33 +97,27 @@ def shell_join(
     env: Mapping[str, str] | None = None,
     *,
     workspace: str | None = None,
-    clear_env: bool = False,
 ) -> str:
     """A shell command line that runs ``argv`` as is (no expansion) in ``cwd`` with ``env``.
 
     With ``workspace``, the command refuses to start when ``cwd`` resolves (through
     symlinks) outside it: it exits 86 with ``CWD_ESCAPES`` on stderr, or ``CWD_MISSING``
-    when ``cwd`` does not exist; ``cwd_error`` turns those into sandbank errors. With
-    ``clear_env`` the command gets ``env`` only, nothing of the sandbox's own. A missing
-    program exits 127, as ``env`` reports it.
+    when ``cwd`` does not exist; ``cwd_error`` turns those into sandbank errors. Only shell
+    builtins run before the program (no extra process); a missing program exits 127.
     """
     lines = []
     if cwd is not None:
-        missing = shlex.quote(CWD_MISSING)
-        lines.append(f"cd -- {shlex.quote(cwd)} 2>/dev/null || {{ echo {missing} >&2; exit 86; }}")
+        fail = "{{ echo {} >&2; exit 86; }}"
+        missing = fail.format(shlex.quote(CWD_MISSING))
         if workspace is not None:
-            escapes = shlex.quote(CWD_ESCAPES)
-            root = shlex.quote(workspace)
-            lines.append(
-                f'here=$(pwd -P); ws=$(cd -- {root} && pwd -P); case "$here" in "$ws"|"$ws"/*)'
-                f" ;; *) echo {escapes} >&2; exit 86 ;; esac"
-            )
-    assignments = [shlex.quote(f"{k}={v}") for k, v in (env or {}).items()]
-    program = list(argv)
-    if "=" in program[0] and "/" not in program[0]:
-        program[0] = f"./{program[0]}"  # env would take it for an assignment
-    start = "exec env -i --" if clear_env else "exec env --"
-    lines.append(" ".join([start, *assignments, *(shlex.quote(a) for a in program)]))
+            lines.append(f"cd -P -- {shlex.quote(workspace)} && ws=$PWD || {missing}")
+        lines.append(f"cd -P -- {shlex.quote(cwd)} 2>/dev/null || {missing}")
+        if workspace is not None:
+            escapes = fail.format(shlex.quote(CWD_ESCAPES))
+            lines.append(f'case "$PWD" in "$ws"|"$ws"/*) ;; *) {escapes} ;; esac')
+    lines += [f"export {shlex.quote(f'{k}={v}')}" for k, v in (env or {}).items()]
+    dashes = ["--"] if argv[0].startswith("-") else []
+    lines.append(" ".join(["exec", *dashes, *(shlex.quote(a) for a in argv)]))
     return "\n".join(lines)
 
 
@@ -133,7 +133,12 @@ def cwd_error(exit_code: int, stderr: bytes, cwd: str) -> Exception | None:
     return None
 
 
-Kind = Literal["file", "dir", "link", "other", "missing", "escape"]
+Kind = Literal["file", "dir", "link", "other", "missing", "escape", "notdir"]
+Lstat = Callable[[str], Awaitable[tuple[Kind, str | None] | None]]
+"""Stat an absolute path in the sandbox without following a final symlink: its kind
+(``file``, ``dir``, ``link`` or ``other``) and, for a link, its target; ``None`` if missing."""
+
+_MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -145,12 +150,50 @@ class Resolved:
     real: str
 
     def check(self, *, allow_missing: bool = True) -> Resolved:
-        """Raise for a path that leaves the workspace (or, optionally, does not exist)."""
+        """Raise for a path that leaves the workspace or crosses a file (or is missing)."""
         if self.kind == "escape":
             raise WorkspacePathError(self.rel, f"resolves through a symlink to {self.real!r}")
+        if self.kind == "notdir":
+            raise ConfigurationError(
+                f"{self.real!r} is not a directory, so {self.rel!r} cannot exist"
+            )
         if self.kind == "missing" and not allow_missing:
             raise PathNotFound(self.rel)
         return self
+
+
+async def resolve_path(rel: str, workspace: str, lstat: Lstat, *, follow: bool = True) -> Resolved:
+    """Resolve the workspace-relative ``rel`` in the sandbox, one ``lstat`` per component.
+
+    Symlinks are followed (a final one only with ``follow``) and must stay in ``workspace``,
+    which must itself be a real path; the first missing component ends the walk.
+    """
+    pending = [] if rel == "." else rel.split("/")
+    base, hops = workspace, 0
+    while pending:
+        name = pending.pop(0)
+        here = f"{base}/{name}"
+        found = await lstat(here)
+        if found is None:
+            return Resolved(rel, "missing", "/".join([here, *pending]))
+        kind, target = found
+        if kind == "link" and (pending or follow):
+            hops += 1
+            if hops > _MAX_LINKS:
+                raise WorkspacePathError(rel, "has too many levels of symlinks")
+            dest = posixpath.normpath(posixpath.join(base, target or ""))
+            if dest != workspace and not dest.startswith(workspace + "/"):
+                return Resolved(rel, "escape", dest)
+            rest = dest[len(workspace) :].strip("/")
+            pending = (rest.split("/") if rest else []) + pending
+            base = workspace
+            continue
+        if pending and kind != "dir":
+            return Resolved(rel, "notdir", here)
+        if not pending:
+            return Resolved(rel, kind, here)
+        base = here
+    return Resolved(rel, "dir", base)
 
 
 def resolve_argv(workspace: str, paths: Iterable[tuple[Literal["f", "n"], str]]) -> list[str]:

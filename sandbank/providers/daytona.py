@@ -330,9 +330,7 @@ class DaytonaSandbox(Sandbox):
         if request.timeout is not None:
             # GNU timeout puts the command in its own process group and kills that group.
             argv = ["timeout", "-s", "KILL", f"{request.timeout:.3f}", *argv]
-        body = shell_join(
-            argv, self._abs(request.cwd), env, workspace=self.workspace, clear_env=True
-        )
+        body = shell_join(argv, self._abs(request.cwd), env, workspace=self.workspace)
         started = asyncio.get_running_loop().time()
         run, _ = await self._run(body, stdin=request.stdin, timeout=request.timeout)
         refused = cwd_error(run.exit_code, run.stderr, request.cwd)
