@@ -197,7 +197,7 @@ def _sdk() -> Any:
 
 _PRELUDE = """\
 W=$(realpath -m -- {workspace}) T={tmp}
-mkdir -p -- "$T" || exit 90
+mkdir -p -- "$T" "$W" || exit 90
 fail() {{ printf '%s' "$1" > "$T/status"; exit 0; }}
 inside() {{ r=$(realpath -m -- "$1") || return 1
   case "$r/" in "$W"/*) return 0;; esac; return 1; }}
@@ -231,6 +231,7 @@ class DaytonaSandbox(Sandbox):
     def __init__(self, provider: DaytonaProvider, remote: Any, manifest: Manifest) -> None:
         super().__init__(provider, remote.id, manifest, workspace=provider.workspace)
         self.remote = remote
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     # -- running scripts -------------------------------------------------------------------
 
@@ -272,8 +273,10 @@ class DaytonaSandbox(Sandbox):
             request = _sdk().FileDownloadRequest
             files = await fs.download_files([request(source=name) for name in names])
             got = {f.source: f.result for f in files if f.error is None}
-            if not keep:
-                await self._cleanup(tmp)
+            if not keep:  # in the background: the caller has what it needs
+                task = asyncio.create_task(self._cleanup(tmp))
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
         status = got.get(f"{tmp}/status")
         run = _Run(
             exit_code=exit_code,
@@ -459,6 +462,10 @@ class DaytonaSandbox(Sandbox):
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    async def _close(self) -> None:
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)
+
     async def _refresh(self) -> str | None:
         """The sandbox's state, refreshed; ``None`` once Daytona no longer knows it."""
         try:
@@ -577,8 +584,7 @@ class DaytonaProvider(Provider):
             remote = await self.client().create(params)
         box = DaytonaSandbox(self, remote, manifest)
         try:
-            await box._script('mkdir -p -- "$W"', ".")
-            await box.mkdir(manifest.workdir)
+            await box.mkdir(manifest.workdir)  # every script makes the workspace root itself
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.destroy(box.id)

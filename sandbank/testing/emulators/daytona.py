@@ -4,13 +4,15 @@ It answers the calls the ``daytona`` SDK makes for sandbank's provider (create, 
 delete, stop, start, pause; toolbox ``/process/execute`` and the bulk file endpoints), with
 bodies built from the SDK's own generated models, so a response the SDK would reject fails
 the test. Each sandbox is a real ``local`` sandbox of ``EmulatorEngine``; toolbox file calls
-run ``cat``/``rm`` inside it, as the real toolbox daemon works inside its sandbox. It is a
+reach its files directly (the workspace and its private ``/tmp``), as the real toolbox
+daemon reads and writes its sandbox's file system in process. It is a
 fake of the service, not the service: where the real behaviour is not known from the SDK,
 a comment says the emulator guesses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
@@ -20,7 +22,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sandbank.errors import ExecTimeout
+from sandbank.errors import ExecTimeout, PathNotFound, SandbankError
+from sandbank.providers.base import normalize_path
+from sandbank.providers.hostdir import HostDirectory
 from sandbank.testing.emulators.engine import (
     EmulatedNotFound,
     EmulatedSandbox,
@@ -267,12 +271,11 @@ class DaytonaEmulator:
         for key, path in paths.items():
             upload = form.get(f"{key}.file")
             data = await upload.read() if upload is not None else b""
-            result = await sandbox.box.exec(
-                ["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "sh", str(path)],
-                stdin=data,
-            )
-            if result.exit_code != 0:
-                raise _HTTPError(400, f"cannot write {path}: {result.stderr.decode().strip()}")
+            files, rel = _files(sandbox, str(path))
+            try:
+                await asyncio.to_thread(files.write_file, rel, data, None)
+            except SandbankError as exc:
+                raise _HTTPError(400, f"cannot write {path}: {exc}") from None
         await form.close()
         return self._json(UploadFilesResponse(errors=[], files=[]))
 
@@ -289,16 +292,14 @@ class DaytonaEmulator:
 
         async def parts() -> AsyncIterator[bytes]:
             for path in body.paths:
-                content = bytearray()
-
-                def keep(stream: str, data: bytes, content: bytearray = content) -> None:
-                    if stream == "stdout":
-                        content.extend(data)
-
-                result = await sandbox.box.exec(["cat", "--", path], on_output=keep)
-                if result.exit_code == 0:
+                try:
+                    files, rel = _files(sandbox, path)
+                    content = await asyncio.to_thread(files.read_file, rel)
+                except (SandbankError, _HTTPError):
+                    content = None
+                if content is not None:
                     head = _part_head(boundary, "file", path, "application/octet-stream")
-                    yield head + bytes(content) + b"\r\n"
+                    yield head + content + b"\r\n"
                     continue
                 error = {
                     "message": f"file not found: {path}",
@@ -316,10 +317,26 @@ class DaytonaEmulator:
         from starlette.responses import Response
 
         sandbox = self._running(request)
-        path = request.query_params.get("path", "")
-        flags = "-rf" if request.query_params.get("recursive") == "true" else "-f"
-        await sandbox.box.exec(["rm", flags, "--", path])
+        files, rel = _files(sandbox, request.query_params.get("path", ""))
+        try:
+            await asyncio.to_thread(files.remove, rel)
+        except PathNotFound:
+            raise _HTTPError(404, "file not found", code="FILE_NOT_FOUND") from None
         return Response(status_code=204)
+
+
+def _files(sandbox: EmulatedSandbox, absolute: str) -> tuple[HostDirectory, str]:
+    """The host directory holding an absolute in-sandbox path (the workspace or the private
+    /tmp), and the path relative to it."""
+    box: Any = sandbox.box
+    if sandbox.inside(absolute):
+        return HostDirectory(box.host_path, sandbox.id, sandbox.home), sandbox.path(absolute)
+    try:
+        return HostDirectory(box.tmp_dir, sandbox.id, "/tmp"), normalize_path(absolute, "/tmp")
+    except SandbankError:
+        # Guess: the real daemon serves any path its user may open; the fake keeps to the two
+        # places a sandbank provider uses.
+        raise _HTTPError(400, f"{absolute!r} is outside the emulated file system") from None
 
 
 def _part_head(boundary: str, name: str, filename: str, content_type: str) -> bytes:
