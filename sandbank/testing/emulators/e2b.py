@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import secrets
+import shutil
 import signal
 import stat
 import tempfile
@@ -773,11 +774,13 @@ def main() -> None:  # pragma: no cover - manual use
     for name, value in environment(server, emulator).items():
         print(f"export {name}={value}")
     print("# a fake of E2B, not the service; Ctrl-C stops it", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             signal.pause()
     except KeyboardInterrupt:
         server.stop(emulator.engine.aclose)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover
