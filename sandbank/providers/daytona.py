@@ -10,9 +10,11 @@ shell in the sandbox can see where a symlink leads; bulk bytes always use the fi
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import math
 import os
+import re
 import secrets
 import shlex
 from collections.abc import AsyncIterator, Iterator
@@ -196,18 +198,31 @@ def _sdk() -> Any:
 # -- the shell scripts that run in the sandbox -----------------------------------------------
 
 _PRELUDE = """\
-W=$(realpath -m -- {workspace}) T={tmp}
-mkdir -p -- "$T" "$W" || exit 90
+T={tmp} L={inline}
+mkdir -p -- "$T" {workspace} && W=$(cd -P -- {workspace} && pwd) || exit 90
 fail() {{ printf '%s' "$1" > "$T/status"; exit 0; }}
 inside() {{ r=$(realpath -m -- "$1") || return 1
   case "$r/" in "$W"/*) return 0;; esac; return 1; }}
 [ -e "$T.in" ] && mv -f -- "$T.in" "$T/in"
-{{
+(
 {body}
-}} < "$( [ -e "$T/in" ] && echo "$T/in" || echo /dev/null)" > "$T/out" 2> "$T/err"
+) < "$( [ -e "$T/in" ] && echo "$T/in" || echo /dev/null)" > "$T/out" 2> "$T/err"
+rc=$?
+if [ "$L" -gt 0 ] && command -v base64 >/dev/null; then
+  set -- $(stat -c %s -- "$T/out" "$T/err")
+  if [ $(($1 + $2)) -le "$L" ]; then
+    st=; [ -e "$T/status" ] && st=$(base64 -w0 < "$T/status")
+    printf 'sandbank-inline:%s:%s:%s:' "$(base64 -w0 < "$T/out")" "$(base64 -w0 < "$T/err")" \\
+      "$st"
+    rm -rf -- "$T" > /dev/null 2>&1 &
+  fi
+fi
+exit $rc
 """
-# Failure words a script writes to $T/status, and the error each becomes.
-_FAILURES = {"missing": "missing", "escape": "escape", "isdir": "isdir", "notdir": "notdir"}
+# Up to this many bytes of output come back base64-encoded in the exec response itself (one
+# round trip); more stay in files for the file API.
+_INLINE = 1024 * 1024
+_INLINED = re.compile(rb"sandbank-inline:([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):")
 
 
 def _q(text: str) -> str:
@@ -249,7 +264,10 @@ class DaytonaSandbox(Sandbox):
         """Run ``body`` (sh, stdin/stdout/stderr redirected) in the sandbox; return its
         outcome and the in-sandbox temporary directory (removed unless ``keep``)."""
         tmp = f"/tmp/sandbank-{secrets.token_hex(8)}"
-        script = _PRELUDE.format(workspace=_q(self.workspace), tmp=_q(tmp), body=body)
+        inline = 0 if keep else _INLINE
+        script = _PRELUDE.format(
+            workspace=_q(self.workspace), tmp=_q(tmp), inline=inline, body=body
+        )
         command = f"sh -c {_q(script)}"
         process, fs = self.remote.process, self.remote.fs
         with _boundary(self.id, open_handle=True):
@@ -257,40 +275,39 @@ class DaytonaSandbox(Sandbox):
                 await fs.upload_file(stdin, f"{tmp}.in")
             elif stdin is not None:
                 await fs.upload_file_stream(stdin, f"{tmp}.in")
-            timed_out = False
-            exit_code = -1
+            timed_out, exit_code, said = False, -1, ""
             try:
                 # The script's own `timeout` kills the command in time; the toolbox's is a
                 # backstop for a sandbox that stopped answering.
                 server_timeout = math.ceil(timeout) + 30 if timeout else None
                 response = await process.exec(command, timeout=server_timeout)
                 exit_code = int(response.exit_code if response.exit_code is not None else -1)
+                said = response.result or ""
             except Exception as exc:
                 if type(exc).__name__ != "DaytonaProcessExecutionTimeoutError":
                     raise
                 timed_out = True
+            found = _INLINED.search(said.encode())
+            if found is not None:
+                out, err, said_status = (base64.b64decode(part) for part in found.groups())
+                return _Run(exit_code, out, err, said_status.decode() or None, timed_out), tmp
             names = [f"{tmp}/out", f"{tmp}/err", f"{tmp}/status"]
             request = _sdk().FileDownloadRequest
             files = await fs.download_files([request(source=name) for name in names])
-            got = {f.source: f.result for f in files if f.error is None}
+            got = {f.source: _bytes(f.result) for f in files if f.error is None}
             if not keep:  # in the background: the caller has what it needs
                 task = asyncio.create_task(self._cleanup(tmp))
                 self._cleanups.add(task)
                 task.add_done_callback(self._cleanups.discard)
-        status = got.get(f"{tmp}/status")
-        run = _Run(
-            exit_code=exit_code,
-            stdout=_bytes(got.get(f"{tmp}/out")),
-            stderr=_bytes(got.get(f"{tmp}/err")),
-            status=_bytes(status).decode() if status is not None else None,
-            timed_out=timed_out,
-        )
-        if f"{tmp}/out" not in got and run.status is None:
+        if f"{tmp}/out" not in got:
             raise ProviderError(
                 f"the command wrapper did not run in Daytona sandbox {self.id!r} "
-                f"(exit code {exit_code}); check that the sandbox image has sh and coreutils",
+                f"(exit code {exit_code}: {said.strip()[:200]}); check that the sandbox image "
+                "has sh and coreutils",
                 retryable=True,
             )
+        status = got.get(f"{tmp}/status", b"").decode() or None
+        run = _Run(exit_code, got[f"{tmp}/out"], got.get(f"{tmp}/err", b""), status, timed_out)
         return run, tmp
 
     async def _cleanup(self, tmp: str) -> None:

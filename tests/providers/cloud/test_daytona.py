@@ -99,7 +99,7 @@ async def test_a_refused_key_names_the_variable(daytona_emulator: DaytonaEmulato
     [
         ("POST", "/process/execute", 429),
         ("POST", "/process/execute", 500),
-        ("POST", "/files/bulk-download", 503),
+        ("POST", "/files/bulk-upload", 503),
         ("POST", "/process/execute", 0),  # the connection drops mid-exec
     ],
 )
@@ -110,11 +110,11 @@ async def test_transient_faults_are_retryable_and_the_sandbox_survives(
     try:
         daytona_emulator.inject(method, suffix, status)
         with pytest.raises((ProviderError, ProviderUnavailable)) as caught:
-            await box.exec(["echo", "hi"])
+            await box.exec(["cat"], stdin=b"hi\n")
         assert caught.value.retryable, caught.value
         if status:
             assert f"HTTP {status}" in str(caught.value)
-        result = await box.exec(["echo", "hi"])  # the retry works
+        result = await box.exec(["cat"], stdin=b"hi\n")  # the retry works
         assert (result.exit_code, result.stdout) == (0, b"hi\n")
     finally:
         await box.destroy()
