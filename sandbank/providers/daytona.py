@@ -540,8 +540,9 @@ class DaytonaProvider(Provider):
     ``DAYTONA_API_URL``, else the SDK's default), ``target`` (the region), ``snapshot`` (the
     Daytona snapshot to start from when the manifest names no image), ``auto_stop_minutes``
     (Daytona stops an idle sandbox after this long; 0 never), ``lifetime_minutes`` (deleted
-    after this long, whatever its state; ``None`` never), ``workspace`` (where the workspace
-    is inside the sandbox).
+    after this long, whatever its state; ``None`` never), ``network_allow_list`` (with
+    ``manifest.network``, only these comma-separated CIDRs are reachable), ``workspace``
+    (where the workspace is inside the sandbox).
     """
 
     name = "daytona"
@@ -556,6 +557,7 @@ class DaytonaProvider(Provider):
         snapshot: str | None = None,
         auto_stop_minutes: int | None = None,
         lifetime_minutes: int | None = None,
+        network_allow_list: str | None = None,
         workspace: str = WORKSPACE,
     ) -> None:
         super().__init__()
@@ -565,6 +567,7 @@ class DaytonaProvider(Provider):
         self.snapshot = snapshot
         self.auto_stop_minutes = auto_stop_minutes
         self.lifetime_minutes = lifetime_minutes
+        self.network_allow_list = network_allow_list
         self.workspace = workspace.rstrip("/")
         self._client: Any = None
 
@@ -623,6 +626,7 @@ class DaytonaProvider(Provider):
             "env_vars": dict(manifest.env),
             "labels": labels,
             "network_block_all": not manifest.network,
+            "network_allow_list": self.network_allow_list if manifest.network else None,
             "auto_stop_interval": self.auto_stop_minutes,
             "ttl_minutes": self.lifetime_minutes,
         }

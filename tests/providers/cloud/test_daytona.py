@@ -213,3 +213,22 @@ async def test_resources_without_an_image_or_with_pids_are_refused(daytona_provi
         await daytona_provider.create(
             {"network": True, "image": "python:3.12", "resources": {"pids": 10}}
         )
+
+
+async def test_a_network_allow_list_is_sent_only_with_network(
+    daytona_emulator: DaytonaEmulator,
+) -> None:
+    # The fake records the allow-list but does not enforce it (its sandboxes have all of the
+    # network or none): this checks what the provider asks Daytona for.
+    provider = DaytonaProvider(network_allow_list="10.0.0.0/8,192.168.1.0/24")
+    try:
+        open_box = await provider.create({"network": True})
+        closed_box = await provider.create({"network": False})
+        records = daytona_emulator._records
+        assert records[open_box.id].dto["networkAllowList"] == "10.0.0.0/8,192.168.1.0/24"
+        assert records[closed_box.id].dto["networkAllowList"] is None
+        assert records[closed_box.id].dto["networkBlockAll"] is True
+        await open_box.destroy()
+        await closed_box.destroy()
+    finally:
+        await provider.aclose()
