@@ -188,10 +188,13 @@ def _boundary(sandbox_id: str | None = None, *, open_handle: bool = False) -> It
 
 
 def _sdk() -> Any:
-    """The ``daytona`` module (imported on first use; the registry turns ImportError into
-    the install hint)."""
-    import daytona
-
+    """The ``daytona`` module, imported on first use."""
+    try:
+        import daytona
+    except ImportError as exc:
+        raise ProviderUnavailable(
+            f"the daytona provider needs the Daytona SDK: pip install 'sandbank[daytona]' ({exc})"
+        ) from exc
     return daytona
 
 

@@ -232,3 +232,11 @@ async def test_a_network_allow_list_is_sent_only_with_network(
         await closed_box.destroy()
     finally:
         await provider.aclose()
+
+
+def test_without_the_sdk_the_error_is_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "daytona", None)  # what an absent package looks like
+    with pytest.raises(ProviderUnavailable, match=r"pip install 'sandbank\[daytona\]'"):
+        DaytonaProvider(api_key="k").client()
