@@ -42,8 +42,8 @@ ORGANIZATION = "org-emulated"
 @dataclass
 class Fault:
     """One injected failure: the next request matching ``method`` and ``path_suffix``
-    answers ``status`` (with a Daytona error body), or with ``status=0`` the connection
-    drops after the response has started."""
+    answers ``status`` (with a Daytona error body) without being handled; with
+    ``status=0`` it is handled (the command runs) and the connection drops mid-response."""
 
     method: str
     path_suffix: str
@@ -385,18 +385,25 @@ class _Guard:
             if fault.method == method and path.endswith(fault.path_suffix) and fault.times > 0:
                 fault.times -= 1
                 if fault.status == 0:
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [(b"content-length", b"100000")],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": b"{", "more_body": True})
-                    raise ConnectionAbortedError("fault injected: connection dropped")
+                    await self.app(scope, receive, _dropping(send))
+                    return
                 await _error(send, fault.status, f"fault injected: HTTP {fault.status}", path)
                 return
         await self.app(scope, receive, send)
+
+
+def _dropping(send: Any) -> Any:
+    """A ``send`` that lets the handler run, then drops the connection inside its body."""
+
+    async def dropped(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k != b"content-length"]
+            await send({**message, "headers": [*headers, (b"content-length", b"100000")]})
+        elif message["type"] == "http.response.body":
+            await send({"type": "http.response.body", "body": b"{", "more_body": True})
+            raise ConnectionAbortedError("fault injected: connection dropped mid-response")
+
+    return dropped
 
 
 async def _error_response(request: Any, exc: Exception) -> Any:

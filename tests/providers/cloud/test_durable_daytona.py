@@ -95,7 +95,13 @@ async def test_idle_tiers_pause_stop_release(
         await acts.aclose()
 
 
-@pytest.mark.parametrize("status", [429, 0])
+@pytest.mark.parametrize(
+    "status",
+    [
+        429,  # refused before it ran: the retry runs it
+        0,  # dropped after it ran: the retry collects the first run from the exec journal
+    ],
+)
 async def test_the_session_recovers_from_a_failed_exec_call(
     client: Any,
     task_queue: str,
@@ -104,8 +110,8 @@ async def test_the_session_recovers_from_a_failed_exec_call(
     store: Any,
     status: int,
 ) -> None:
-    """The emulator answers 429 (or drops the connection) on one exec call: the activity's
-    retry runs the command, once."""
+    """The emulator answers 429 on one exec call, or drops the connection in its response:
+    the activity's retry completes the turn, and the command has run once."""
     acts = SandboxActivities({"daytona": daytona_provider}, store)
     mgr = SessionManager(client, task_queue)
     try:
