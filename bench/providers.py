@@ -1,6 +1,6 @@
 """sandbank's overhead over each cloud SDK, measured against that cloud's emulator.
 
-    python bench/providers.py [--provider e2b|all] [--rounds N] [--json]
+    python bench/providers.py [--provider e2b|daytona|all] [--rounds N] [--json]
 
 For each cloud provider: create+destroy, ``exec(["true"])`` and a 10 MiB write+read through
 sandbank, against the same operations through the raw SDK calls, both talking to the
@@ -91,7 +91,52 @@ async def raw_e2b() -> AsyncIterator[dict[str, Work]]:
         await sandbox.kill()
 
 
-CLOUDS = {"e2b": Cloud(package="e2b", emulator=e2b_emulator, raw=raw_e2b)}
+# -- daytona --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def daytona_emulator(root: Path) -> Iterator[dict[str, str]]:
+    from sandbank.testing.emulators.daytona import serve_daytona
+
+    with serve_daytona(root) as emulator:
+        yield {"DAYTONA_API_URL": emulator.api_url, "DAYTONA_API_KEY": emulator.api_key}
+
+
+@contextlib.asynccontextmanager
+async def raw_daytona() -> AsyncIterator[dict[str, Work]]:
+    from daytona import AsyncDaytona, CreateSandboxFromSnapshotParams, DaytonaConfig
+
+    config = DaytonaConfig(
+        api_key=os.environ["DAYTONA_API_KEY"], api_url=os.environ["DAYTONA_API_URL"]
+    )
+    params = CreateSandboxFromSnapshotParams(network_block_all=True)
+    async with AsyncDaytona(config) as client:
+
+        async def create_destroy() -> None:
+            await (await client.create(params)).delete()
+
+        sandbox = await client.create(params)
+
+        async def transfer() -> None:
+            await sandbox.fs.upload_file(TEN_MIB, "/home/daytona/workspace/blob.bin")
+            assert len(await sandbox.fs.download_file("/home/daytona/workspace/blob.bin")) == len(
+                TEN_MIB
+            )
+
+        try:
+            yield {
+                "create_destroy": create_destroy,
+                "exec": lambda: sandbox.process.exec("true"),
+                "file_transfer": transfer,
+            }
+        finally:
+            await sandbox.delete()
+
+
+CLOUDS = {
+    "e2b": Cloud(package="e2b", emulator=e2b_emulator, raw=raw_e2b),
+    "daytona": Cloud(package="daytona", emulator=daytona_emulator, raw=raw_daytona),
+}
 
 
 async def snapshot_round_trip(name: str, workspace: Path, root: Path) -> dict[str, float]:

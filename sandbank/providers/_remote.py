@@ -5,6 +5,9 @@ exactly; ``resolve_path`` walks a workspace path with the SDK's own stat call, f
 symlinks, so a provider can refuse one that leaves the workspace before it calls the SDK's
 file API; ``spool_checked_tar`` validates an archive before any of it reaches the sandbox;
 ``retryable_status`` is the one rule for which HTTP failures a retry can help.
+For an SDK whose stat call cannot tell a symlink's target, ``resolve_argv`` does the same
+resolution in one command in the sandbox; ``EXPORT_TAR_SCRIPT``/``IMPORT_TAR_SCRIPT`` and
+``check_tar_parents`` are tar over exec.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import posixpath
 import shlex
 import tarfile
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Literal
 
@@ -24,9 +27,14 @@ from sandbank.providers._tar import TarGuard, member_path
 __all__ = [
     "CWD_ESCAPES",
     "CWD_MISSING",
+    "EXPORT_TAR_SCRIPT",
+    "IMPORT_TAR_SCRIPT",
     "Lstat",
     "Resolved",
+    "check_tar_parents",
     "cwd_error",
+    "parse_resolved",
+    "resolve_argv",
     "resolve_path",
     "retryable_status",
     "shell_join",
@@ -36,6 +44,51 @@ __all__ = [
 CWD_MISSING = "sandbank: the working directory does not exist"
 CWD_ESCAPES = "sandbank: the working directory leaves the workspace"
 _CWD_EXIT = 86
+
+
+_RESOLVE = r"""
+ws=$(realpath -- "$1") || exit 90
+shift
+while [ $# -ge 2 ]; do
+  how=$1 rel=$2
+  shift 2
+  if [ "$rel" = . ]; then real=$ws
+  elif [ "$how" = n ]; then
+    case "$rel" in */*) dir=${rel%/*} base=${rel##*/} ;; *) dir=. base=$rel ;; esac
+    real=$(realpath -m -- "$ws/$dir")/$base
+  else
+    real=$(realpath -m -- "$ws/$rel")
+  fi
+  case "$real" in "$ws"|"$ws"/*) ;; *) printf 'escape\0%s\0' "$real"; continue ;; esac
+  if [ -L "$real" ]; then t=link
+  elif [ -d "$real" ]; then t=dir
+  elif [ -f "$real" ]; then t=file
+  elif [ -e "$real" ]; then t=other
+  else t=missing
+  fi
+  printf '%s\0%s\0' "$t" "$real"
+done
+"""
+
+
+EXPORT_TAR_SCRIPT = r"""
+cd -- "$1" || exit 3
+out=$2
+shift 2
+if [ $# -eq 0 ]; then
+  find . -mindepth 1 -maxdepth 1 ! -name "${out##*/}" -printf '%P\0' | tar -cf "$out" --null -T -
+else
+  tar -cf "$out" -- "$@"
+fi
+"""
+"""``sh -c EXPORT_TAR_SCRIPT sh WORKSPACE OUT [PATH...]``: a tar of the workspace (or of the
+checked relative paths) at OUT, members relative to the root, for the file API to fetch."""
+
+IMPORT_TAR_SCRIPT = (
+    'cd -- "$1" && tar -xpf "$2" --no-same-owner; code=$?; rm -f -- "$2"; exit $code'
+)
+"""``sh -c IMPORT_TAR_SCRIPT sh WORKSPACE ARCHIVE``: extract an archive that
+``spool_checked_tar`` passed (and ``check_tar_parents`` cleared), then delete it."""
 
 
 def shell_join(
@@ -143,6 +196,30 @@ async def resolve_path(rel: str, workspace: str, lstat: Lstat, *, follow: bool =
     return Resolved(rel, "dir", base)
 
 
+def resolve_argv(workspace: str, paths: Iterable[tuple[Literal["f", "n"], str]]) -> list[str]:
+    """The argv that resolves ``paths`` (``"f"``: follow a final symlink, ``"n"``: do not)
+    in the sandbox; parse its output with ``parse_resolved``. Needs GNU ``realpath``."""
+    argv = ["/bin/sh", "-c", _RESOLVE, "sh", workspace]
+    for how, rel in paths:
+        argv += [how, rel]
+    return argv
+
+
+def parse_resolved(rels: Sequence[str], stdout: bytes) -> list[Resolved]:
+    """The ``Resolved`` of each path, from the output of ``resolve_argv``'s command."""
+    fields = stdout.split(b"\0")
+    found = [
+        (fields[i].decode(), fields[i + 1].decode("utf-8", "surrogateescape"))
+        for i in range(0, len(fields) - 1, 2)
+    ]
+    if len(found) != len(rels):
+        raise ConfigurationError(
+            f"resolving {list(rels)} in the sandbox gave {len(found)} answers; the sandbox "
+            f"needs GNU coreutils (realpath -m)"
+        )
+    return [Resolved(rel, kind, real) for rel, (kind, real) in zip(rels, found, strict=True)]  # type: ignore[arg-type]
+
+
 def spool_checked_tar(source: BinaryIO) -> tuple[IO[bytes], set[str]]:
     """Validate every member of the tar in ``source`` into a temporary file, names normalized.
 
@@ -184,6 +261,17 @@ def spool_checked_tar(source: BinaryIO) -> tuple[IO[bytes], set[str]]:
         raise
     spool.seek(0)
     return spool, unchecked
+
+
+def check_tar_parents(parents: Iterable[Resolved]) -> None:
+    """Refuse an archive whose unchecked parent directories (from ``spool_checked_tar``,
+    resolved with ``"f"``) leave the workspace or are not directories."""
+    for target in parents:
+        target.check()
+        if target.kind not in ("dir", "missing"):
+            raise ConfigurationError(
+                f"{target.rel!r} is not a directory, so the archive cannot extract into it"
+            )
 
 
 def retryable_status(status: int | None) -> bool:

@@ -2,21 +2,31 @@
 
 Load them with ``pytest_plugins = ["sandbank.testing.emulators.fixtures"]`` (or import
 them into a ``conftest.py``). ``e2b_emulator`` points the ``e2b`` SDK at a fake of E2B on
-127.0.0.1 for one test; the server itself starts once per session.
+127.0.0.1 for one test; the server itself starts once per session. ``daytona_emulator``
+does the same for the ``daytona`` SDK (``DAYTONA_API_URL``, ``DAYTONA_API_KEY``), and
+``daytona_provider`` is a sandbank provider on it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from sandbank.testing.emulators.engine import EmulatorEngine, EmulatorServer
 
-__all__ = ["E2BFake", "e2b_emulator", "e2b_emulator_server"]
+__all__ = [
+    "E2BFake",
+    "daytona_emulator",
+    "daytona_emulator_server",
+    "daytona_provider",
+    "e2b_emulator",
+    "e2b_emulator_server",
+]
 
 
 @dataclass
@@ -65,3 +75,38 @@ def e2b_emulator(e2b_emulator_server: E2BFake, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("E2B_DOMAIN", raising=False)
     e2b_emulator_server.emulator.faults.clear()
     return e2b_emulator_server
+
+
+@pytest.fixture(scope="session")
+def daytona_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One fake of Daytona for the session (needs the ``daytona`` SDK and bubblewrap): a
+    ``sandbank.testing.emulators.daytona.DaytonaEmulator``."""
+    pytest.importorskip(
+        "daytona", reason="the daytona SDK is not installed (pip install 'sandbank[daytona]')"
+    )
+    from sandbank.testing.emulators.daytona import serve_daytona
+
+    with serve_daytona(tmp_path_factory.mktemp("daytona-emulator")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def daytona_emulator(daytona_emulator_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake of Daytona, with ``DAYTONA_API_URL`` and ``DAYTONA_API_KEY`` pointing the SDK
+    at it for this test; no faults or limits left over."""
+    monkeypatch.setenv("DAYTONA_API_URL", daytona_emulator_server.api_url)
+    monkeypatch.setenv("DAYTONA_API_KEY", daytona_emulator_server.api_key)
+    daytona_emulator_server.reset()
+    return daytona_emulator_server
+
+
+@pytest_asyncio.fixture
+async def daytona_provider(daytona_emulator: Any) -> AsyncIterator[Any]:
+    """A ``DaytonaProvider`` whose SDK talks to the fake (closed after the test)."""
+    from sandbank.providers.daytona import DaytonaProvider
+
+    provider = DaytonaProvider()
+    try:
+        yield provider
+    finally:
+        await provider.aclose()

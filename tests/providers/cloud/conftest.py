@@ -1,5 +1,17 @@
 """Cloud providers against their emulators: the fixtures that start them."""
 
-from sandbank.testing.emulators.fixtures import e2b_emulator, e2b_emulator_server
+from sandbank.testing.emulators.fixtures import (
+    daytona_emulator,
+    daytona_emulator_server,
+    daytona_provider,
+    e2b_emulator,
+    e2b_emulator_server,
+)
 
-__all__ = ["e2b_emulator", "e2b_emulator_server"]
+__all__ = [
+    "daytona_emulator",
+    "daytona_emulator_server",
+    "daytona_provider",
+    "e2b_emulator",
+    "e2b_emulator_server",
+]
