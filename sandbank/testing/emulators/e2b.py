@@ -446,7 +446,10 @@ class _ProcessService(_ProcessProtocol):
         from connectrpc.code import Code
         from connectrpc.errors import ConnectError
         from e2b.envd.process import process_pb
-        from protobuf import Oneof
+        from protobuf import Oneof as _Oneof
+
+        # The message classes type each oneof by its case names; ours are chosen at run time.
+        Oneof: Any = _Oneof
 
         sandbox = self._sandbox(ctx)
         config = request.process
