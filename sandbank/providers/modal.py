@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, NoReturn
 
 import grpclib.exceptions
@@ -136,9 +135,20 @@ def map_modal_error(
     if isinstance(exc, ex.ImageBuildError | ex.SnapshotCreationError):
         return ProviderError(f"Modal could not build the image{where}: {exc}")
     if (
-        isinstance(exc, ex.ConnectionError | ex.InternalError | ex.ServiceError | ex.DataLossError)
-        or isinstance(exc, ex.TimeoutError | ex.InternalFailure | TimeoutError)
-        or isinstance(exc, grpclib.exceptions.StreamTerminatedError | OSError)
+        isinstance(
+            exc,
+            (
+                ex.ConnectionError,
+                ex.InternalError,
+                ex.ServiceError,
+                ex.DataLossError,
+                ex.TimeoutError,
+                ex.InternalFailure,
+                TimeoutError,
+                OSError,
+                grpclib.exceptions.StreamTerminatedError,
+            ),
+        )
         or _status(exc) in RETRYABLE
     ):
         return ProviderUnavailable(
@@ -149,7 +159,10 @@ def map_modal_error(
 
 
 def _status(exc: BaseException) -> Status | None:
-    return exc.status if isinstance(exc, GRPCError) else None
+    """The status of a raw grpclib error (the SDK's own errors are matched by class)."""
+    if isinstance(exc, GRPCError) and type(exc).__module__.startswith("grpclib"):
+        return exc.status
+    return None
 
 
 MODAL_ERRORS: tuple[type[BaseException], ...] = (
@@ -232,7 +245,8 @@ for q in "$@"; do
   [ -e "$q" ] || [ -L "$q" ] || fail "missing $q"
 done
 if [ $# -eq 0 ]; then
-  find . -mindepth 1 -maxdepth 1 -printf '%P\0' | exec tar --null -T - -cf -
+  find . -mindepth 1 -maxdepth 1 -printf '%P\0' | tar --null -T - -cf -
+  exit
 fi
 exec tar -cf - -- "$@"
 """
@@ -323,9 +337,7 @@ class ModalSandbox(Sandbox):
         argv = self._script("cwd", request.cwd, *request.argv)
         env = sandbox_env(request.env, home=self.workspace)
         seen = _Peek(output)
-        code = await self._run(
-            argv, seen, stdin=request.stdin, env=env, timeout=request.timeout
-        )
+        code = await self._run(argv, seen, stdin=request.stdin, env=env, timeout=request.timeout)
         if code is None:
             raise ExecTimeout(request.argv, request.timeout or 0, output.result(137))
         if code == _REFUSAL:
@@ -421,11 +433,13 @@ class ModalSandbox(Sandbox):
                 await asyncio.to_thread(spool.write, chunk)
             parents = await asyncio.to_thread(_checked_parents, spool)
             if parents:
-                listed = "\0".join(sorted(parents)).encode()
+                listed = "".join(f"{p}\0" for p in sorted(parents)).encode()
                 links = await self._call("links", ".", stdin=listed)
                 if links.strip():
                     first = os.fsdecode(links.split(b"\n")[0])
-                    raise WorkspacePathError(first, "is a symlink in the workspace; a tar member goes through it")
+                    raise WorkspacePathError(
+                        first, "is a symlink in the workspace; a tar member goes through it"
+                    )
             spool.seek(0)
             await self._call("import", ".", stdin=_read_chunks(spool))
 
@@ -474,7 +488,11 @@ class _QueueCollector(OutputCollector):
             self.stderr += data
 
 
-_KINDS: dict[bytes, Literal["file", "dir", "symlink"]] = {b"f": "file", b"d": "dir", b"l": "symlink"}
+_KINDS: dict[bytes, Literal["file", "dir", "symlink"]] = {
+    b"f": "file",
+    b"d": "dir",
+    b"l": "symlink",
+}
 
 
 def _raise_refusal(stderr: bytes, path: str) -> NoReturn:
@@ -537,7 +555,9 @@ class ModalProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(network_policy=True, resource_limits=True, image=True, native_snapshot=True, ports=True)
+        return Capabilities(
+            network_policy=True, resource_limits=True, image=True, native_snapshot=True, ports=True
+        )
 
     @property
     def isolation(self) -> str:
@@ -640,7 +660,9 @@ class ModalProvider(Provider):
         client, app = await self._connect()
         infos = []
         with modal_errors():
-            async for sb in modal.Sandbox.list.aio(app_id=app.app_id, tags={TAG: "1"}, client=client):
+            async for sb in modal.Sandbox.list.aio(
+                app_id=app.app_id, tags={TAG: "1"}, client=client
+            ):
                 with contextlib.suppress(SandboxNotFound):
                     infos.append(await self._info(sb.object_id))
         return infos
@@ -668,4 +690,3 @@ class ModalProvider(Provider):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.close.aio()
-

@@ -47,7 +47,9 @@ def _fill_unimplemented(cls: type[T]) -> type[T]:
 
     def fallback(name: str) -> Callable[[Any, Stream[Any, Any]], Awaitable[None]]:
         async def unimplemented(self: Any, stream: Stream[Any, Any]) -> None:
-            raise GRPCError(Status.UNIMPLEMENTED, f"{name} is not implemented by the Modal emulator")
+            raise GRPCError(
+                Status.UNIMPLEMENTED, f"{name} is not implemented by the Modal emulator"
+            )
 
         return unimplemented
 
@@ -128,7 +130,9 @@ class ModalEmulator:
         self.faults: list[Fault] = []
         self.calls: list[str] = []
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="modal-emu")
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="modal-emu"
+        )
         self._servers: list[Server] = []
         self.url = ""
         self.router_url = ""
@@ -195,7 +199,7 @@ class ModalEmulator:
                 fault.count -= 1
                 if fault.drop:
                     # closing the transport mid-call is what a dropped connection looks like
-                    stream._stream._transport.close()  # type: ignore[attr-defined]
+                    stream._stream._transport.close()
                 raise GRPCError(fault.status, f"injected fault on {method}")
         metadata = stream.metadata or {}
         if "x-modal-token-id" in metadata and (
@@ -214,7 +218,7 @@ class ModalEmulator:
     def running(self, task_id: str) -> _Box:
         for box in self.boxes.values():
             if box.task_id == task_id:
-                if box.result is not None:
+                if self.alive(box) is not None:
                     # guess: the router of a finished task refuses calls as NOT_FOUND
                     raise GRPCError(Status.NOT_FOUND, f"Task {task_id} has finished")
                 return box
@@ -249,7 +253,7 @@ class ModalEmulator:
 
 
 def _port(server: Server) -> int:
-    return int(server._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    return int(server._server.sockets[0].getsockname()[1])
 
 
 @_fill_unimplemented
@@ -295,7 +299,9 @@ class _ControlPlane(api_grpc.ModalClientBase):
         image_id = "im-" + secrets.token_hex(11)
         self.emu.images[image_id] = request.image.dockerfile_commands[0].removeprefix("FROM ")
         success = api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)
-        await stream.send_message(api_pb2.ImageGetOrCreateResponse(image_id=image_id, result=success))
+        await stream.send_message(
+            api_pb2.ImageGetOrCreateResponse(image_id=image_id, result=success)
+        )
 
     async def ImageFromId(self, stream: Stream[Any, Any]) -> None:
         request = await self._request("ImageFromId", stream)
@@ -344,7 +350,9 @@ class _ControlPlane(api_grpc.ModalClientBase):
     def _tunnels(self, box: _Box) -> list[api_pb2.TunnelData]:
         # guess: the host name; nothing listens behind it (the engine has no port forwarding)
         return [
-            api_pb2.TunnelData(host=f"{box.sandbox_id}-{p}.emulated.invalid", port=443, container_port=p)
+            api_pb2.TunnelData(
+                host=f"{box.sandbox_id}-{p}.emulated.invalid", port=443, container_port=p
+            )
             for p in box.ports
         ]
 
@@ -366,8 +374,8 @@ class _ControlPlane(api_grpc.ModalClientBase):
         request = await self._request("SandboxWaitV2", stream)
         box = self.emu.box(request.sandbox_id)
         deadline = time.monotonic() + request.timeout
-        while self.emu.alive(box) is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        while self.emu.alive(box) is None and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # a destroy in the engine sets nothing to wait on
         meta = api_pb2.SandboxHandleMetadata(app_id=box.app_id, result=box.result)
         await stream.send_message(api_pb2.SandboxWaitResponse(result=box.result, metadata=meta))
 
@@ -581,6 +589,8 @@ def modal_environment(emulator: ModalEmulator, monkeypatch: Any) -> Iterator[Mod
 @pytest.fixture
 def modal_emulator(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModalEmulator]:
     """A running Modal emulator with the SDK's environment pointed at it."""
-    with ModalEmulator(str(tmp_path / "modal-emulator")) as emulator:
-        with modal_environment(emulator, monkeypatch):
-            yield emulator
+    with (
+        ModalEmulator(str(tmp_path / "modal-emulator")) as emulator,
+        modal_environment(emulator, monkeypatch),
+    ):
+        yield emulator

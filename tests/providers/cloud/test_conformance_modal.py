@@ -4,15 +4,16 @@ Modal's service on 127.0.0.1, backed by real local sandboxes)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-pytest.importorskip("modal", reason="the modal SDK is not installed (pip install 'sandbank[modal]')")
+pytest.importorskip(
+    "modal", reason="the modal SDK is not installed (pip install 'sandbank[modal]')"
+)
 
-from sandbank.conformance import ProviderConformance  # noqa: E402
-from sandbank.providers.modal import ModalProvider  # noqa: E402
-from sandbank.testing.emulators.modal import ModalEmulator, modal_environment  # noqa: E402
+from sandbank.conformance import ProviderConformance
+from sandbank.providers.modal import ModalProvider
+from sandbank.testing.emulators.modal import ModalEmulator, modal_environment
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +29,8 @@ class TestModalConformance(ProviderConformance):
     }
 
     @pytest.fixture
-    def provider(self, emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModalProvider]:
+    def provider(
+        self, emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
+    ) -> Iterator[ModalProvider]:
         with modal_environment(emulator, monkeypatch):
             yield ModalProvider(app="sandbank-conformance")

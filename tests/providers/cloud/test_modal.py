@@ -1,0 +1,274 @@
+"""The modal provider beyond the conformance suite: its one exception boundary, faults the
+Modal emulator (a fake of Modal's service) injects, credentials, a sandbox terminated behind
+sandbank's back, Modal's native filesystem snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+pytest.importorskip("modal", reason="the modal SDK is not installed")
+
+import modal
+import modal.exception
+from grpclib import GRPCError, Status
+
+from sandbank.errors import (
+    ConfigurationError,
+    ProviderError,
+    ProviderUnavailable,
+    SandbankError,
+    SandboxLost,
+    SandboxNotFound,
+)
+from sandbank.providers.modal import ModalProvider, ModalSandbox, map_modal_error
+from sandbank.testing.emulators.modal import Fault, ModalEmulator, modal_environment
+
+# Every exception class of modal.exception, and what the boundary makes of it:
+# (sandbank error, retryable). A new class in the SDK fails the completeness test.
+EXPECTED: dict[str, tuple[type[SandbankError], bool]] = {
+    "AlreadyExistsError": (ConfigurationError, False),
+    "AuthError": (ConfigurationError, False),
+    "ClientClosed": (ConfigurationError, False),
+    "ConflictError": (ConfigurationError, False),
+    "ConnectionError": (ProviderUnavailable, True),
+    "DataLossError": (ProviderUnavailable, True),
+    "DeserializationError": (ConfigurationError, False),
+    "Error": (ProviderError, False),
+    "ExecTimeoutError": (ProviderUnavailable, True),
+    "ExecutionError": (ProviderError, False),
+    "FunctionTimeoutError": (ProviderUnavailable, True),
+    "ImageBuildError": (ProviderError, False),
+    "InputCancellation": (ProviderError, False),
+    "InteractiveTimeoutError": (ProviderUnavailable, True),
+    "InternalError": (ProviderUnavailable, True),
+    "InternalFailure": (ProviderUnavailable, True),
+    "InvalidError": (ConfigurationError, False),
+    "LogsFetchError": (ProviderError, False),
+    "ModuleNotMountable": (ProviderError, False),
+    "MountUploadTimeoutError": (ProviderUnavailable, True),
+    "NotFoundError": (ProviderError, False),
+    "OutputExpiredError": (ProviderUnavailable, True),
+    "PermissionDeniedError": (ConfigurationError, False),
+    "RemoteError": (ProviderError, False),
+    "RequestSizeError": (ConfigurationError, False),
+    "ResourceExhaustedError": (ProviderError, True),
+    "SandboxFilesystemDirectoryNotEmptyError": (ProviderError, False),
+    "SandboxFilesystemError": (ProviderError, False),
+    "SandboxFilesystemFileTooLargeError": (ProviderError, False),
+    "SandboxFilesystemIsADirectoryError": (ProviderError, False),
+    "SandboxFilesystemNotADirectoryError": (ProviderError, False),
+    "SandboxFilesystemNotFoundError": (ProviderError, False),
+    "SandboxFilesystemPathAlreadyExistsError": (ProviderError, False),
+    "SandboxFilesystemPermissionError": (ProviderError, False),
+    "SandboxTerminatedError": (ProviderError, False),
+    "SandboxTimeoutError": (SandboxLost, True),  # rebuilt from its last snapshot
+    "SerializationError": (ConfigurationError, False),
+    "ServiceError": (ProviderUnavailable, True),
+    "SnapshotCreationError": (ProviderError, False),
+    "TimeoutError": (ProviderUnavailable, True),
+    "UnimplementedError": (ConfigurationError, False),
+    "VersionError": (ConfigurationError, False),
+    "VolumeUploadTimeoutError": (ProviderUnavailable, True),
+    "WorkspaceManagementError": (ProviderError, False),
+    "_CliUserExecutionError": (ProviderError, False),
+    "_GRPCErrorWrapper": (ProviderError, False),
+}
+
+
+def _modal_exceptions() -> dict[str, type[BaseException]]:
+    return {
+        name: cls
+        for name, cls in inspect.getmembers(modal.exception, inspect.isclass)
+        if issubclass(cls, BaseException)
+        and not issubclass(cls, Warning)
+        and cls.__module__ == "modal.exception"
+    }
+
+
+def _instance(cls: type[BaseException]) -> BaseException:
+    try:
+        return cls("boom")
+    except TypeError:
+        try:
+            return cls(Status.UNKNOWN, "boom")  # type: ignore[call-arg]
+        except TypeError:
+            return cls.__new__(cls)
+
+
+def test_every_modal_exception_is_mapped() -> None:
+    classes = _modal_exceptions()
+    assert sorted(classes) == sorted(EXPECTED), "modal.exception changed: map the new classes"
+    for name, cls in classes.items():
+        error = map_modal_error(_instance(cls))
+        kind, retryable = EXPECTED[name]
+        assert type(error) is kind, f"{name} became {type(error).__name__}"
+        assert error.retryable is retryable, name
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "retryable"),
+    [
+        (Status.UNAVAILABLE, ProviderUnavailable, True),
+        (Status.INTERNAL, ProviderUnavailable, True),
+        (Status.RESOURCE_EXHAUSTED, ProviderError, True),
+        (Status.UNAUTHENTICATED, ConfigurationError, False),
+        (Status.PERMISSION_DENIED, ConfigurationError, False),
+        (Status.INVALID_ARGUMENT, ConfigurationError, False),
+    ],
+)
+def test_grpc_status_mapping(status: Status, kind: type[SandbankError], retryable: bool) -> None:
+    error = map_modal_error(GRPCError(status, "boom"))
+    assert type(error) is kind
+    assert error.retryable is retryable
+
+
+def test_not_found_on_a_sandbox_we_had_is_lost() -> None:
+    gone = modal.exception.NotFoundError("gone")
+    assert isinstance(map_modal_error(gone, sandbox_id="sb-1", lost=True), SandboxLost)
+    assert isinstance(map_modal_error(gone, sandbox_id="sb-1"), SandboxNotFound)
+
+
+def test_auth_error_names_the_variables() -> None:
+    error = map_modal_error(modal.exception.AuthError("Token ID or secret is invalid"))
+    assert "MODAL_TOKEN_ID" in str(error) and "MODAL_TOKEN_SECRET" in str(error)
+
+
+# -- against the emulator ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModalEmulator]:
+    with ModalEmulator(str(tmp_path_factory.mktemp("modal-emulator"))) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def provider(
+    emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[ModalProvider]:
+    with modal_environment(emulator, monkeypatch):
+        async with ModalProvider(app="sandbank-faults") as provider:
+            yield provider
+
+
+@pytest.fixture
+async def box(provider: ModalProvider) -> AsyncIterator[ModalSandbox]:
+    box = await provider.create({"network": False})
+    try:
+        yield box
+    finally:
+        with contextlib.suppress(SandboxNotFound):
+            await provider.destroy(box.id)
+
+
+def _clear(emulator: ModalEmulator) -> None:
+    emulator.call(_reset(emulator))
+
+
+async def _reset(emulator: ModalEmulator) -> None:
+    emulator.faults.clear()
+
+
+async def test_missing_credentials_name_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    monkeypatch.setattr(modal.config.config, "get", lambda key, *a, **k: None)
+    with pytest.raises(ConfigurationError, match="MODAL_TOKEN_ID and MODAL_TOKEN_SECRET"):
+        await ModalProvider().create({"network": False})
+
+
+async def test_wrong_credentials_name_the_variables(
+    emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with modal_environment(emulator, monkeypatch):
+        provider = ModalProvider(token_id="ak-wrong", token_secret="as-wrong")
+        with pytest.raises(ConfigurationError, match="MODAL_TOKEN_ID") as caught:
+            await provider.create({"network": False})
+        assert not caught.value.retryable
+        await provider.aclose()
+
+
+async def test_one_unavailable_mid_exec_is_retried_by_the_sdk(
+    emulator: ModalEmulator, box: ModalSandbox
+) -> None:
+    emulator.inject(Fault("TaskExecWait", Status.UNAVAILABLE, count=1))
+    result = await box.exec("echo recovered")
+    assert result.stdout == b"recovered\n"
+    assert emulator.calls.count("TaskExecWait") >= 2
+
+
+async def test_persistent_unavailable_mid_exec_is_a_retryable_error(
+    emulator: ModalEmulator, box: ModalSandbox
+) -> None:
+    """The output stream keeps failing: the SDK gives up after its retries, and the error
+    says to retry. (A failing TaskExecWait the SDK retries until the exec's deadline, and
+    forever without one: that case cannot surface as an error.)"""
+    emulator.inject(Fault("TaskExecStdioRead", Status.UNAVAILABLE, count=1000))
+    try:
+        with pytest.raises(ProviderUnavailable, match="retry") as caught:
+            await box.exec("echo never seen", timeout=60)
+        assert caught.value.retryable
+    finally:
+        _clear(emulator)
+    assert (await box.exec("echo usable")).stdout == b"usable\n"
+
+
+async def test_rate_limit_is_a_retryable_error(emulator: ModalEmulator, box: ModalSandbox) -> None:
+    emulator.inject(Fault("TaskExecStart", Status.RESOURCE_EXHAUSTED, count=1))
+    with pytest.raises(ProviderError, match="rate limiting") as caught:
+        await box.exec("true")
+    assert caught.value.retryable
+    assert (await box.exec("echo usable")).stdout == b"usable\n"
+
+
+async def test_internal_error_on_create_is_retryable(
+    emulator: ModalEmulator, provider: ModalProvider
+) -> None:
+    emulator.inject(Fault("SandboxCreateV2", Status.INTERNAL, count=1000))
+    try:
+        with pytest.raises(ProviderUnavailable) as caught:
+            await provider.create({"network": False})
+        assert caught.value.retryable
+    finally:
+        _clear(emulator)
+
+
+async def test_dropped_connection_mid_exec(emulator: ModalEmulator, box: ModalSandbox) -> None:
+    """The router's connection drops while output streams: the SDK reconnects and resumes
+    at the offset it had, so no byte is lost or repeated."""
+    emulator.inject(Fault("TaskExecStdioRead", drop=True, count=1))
+    result = await box.exec("seq 1 20000", timeout=60)
+    assert result.stdout == b"".join(b"%d\n" % i for i in range(1, 20001))
+
+
+async def test_terminated_behind_our_back_is_lost(
+    emulator: ModalEmulator, box: ModalSandbox
+) -> None:
+    engine_id = emulator.boxes[box.id].sandbox.id
+    assert emulator.engine is not None
+    emulator.call(emulator.engine.destroy(engine_id))
+    with pytest.raises(SandboxLost, match=box.id):
+        await box.exec("true")
+    with pytest.raises(SandboxLost):
+        await box.read_file("anything")
+    assert (await box.status()).value == "lost"
+
+
+async def test_unknown_image_is_a_clear_error(provider: ModalProvider) -> None:
+    with pytest.raises(SandbankError, match="im-doesnotexist"):
+        await provider.create({"network": False, "image": "im-doesnotexist"})
+
+
+async def test_timeout_keeps_partial_output_and_kills(box: ModalSandbox) -> None:
+    started = time.monotonic()
+    with pytest.raises(SandbankError) as caught:
+        await box.exec("echo before; sleep 5; echo after", timeout=1)
+    assert time.monotonic() - started < 4
+    assert caught.value.result.stdout == b"before\n"  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
