@@ -4,13 +4,15 @@ Commands go through ``Sandbox.exec`` (argv as is, bytes with ``text=False``, std
 stderr apart, stdin streamed). Files and tar run as commands too (``cat``, ``find``,
 ``tar``; GNU coreutils in the image): the SDK's ``filesystem`` API is itself an exec of
 Modal's ``modal-sandbox-fs-tools`` binary, one per call as well, but it cannot refuse a path
-that leaves the workspace through a symlink, and a tar stream needs an exec anyway. The
+that leaves the workspace through a symlink, and a tar stream needs an exec anyway. Native:
+``ModalSandbox.snapshot_filesystem()`` (an image id to create from) and ``tunnels()``. The
 manifest rides along in the sandbox's tags (so ``attach`` restores it), and ``list`` finds
 sandbank's sandboxes by the tag ``sandbank=1`` in the provider's app.
 
 Options: ``app`` (the Modal app the sandboxes belong to, made if missing), ``image``
-(a registry tag, used when the manifest names none), ``timeout`` (the sandbox's lifetime in
-seconds), ``token_id``/``token_secret`` (default: ``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET``
+(a registry tag or an ``im-`` image id, used when the manifest names none), ``timeout``
+(the sandbox's lifetime in seconds), ``ports`` (container ports to expose through Modal's
+encrypted tunnels: ``ModalSandbox.tunnels()``), ``token_id``/``token_secret`` (default: ``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET``
 or the Modal profile). The endpoint is the SDK's: ``MODAL_SERVER_URL``.
 """
 
@@ -443,6 +445,25 @@ class ModalSandbox(Sandbox):
             spool.seek(0)
             await self._call("import", ".", stdin=_read_chunks(spool))
 
+    # -- Modal's own capabilities ----------------------------------------------------------
+
+    async def snapshot_filesystem(self, timeout: int = 55) -> str:
+        """Snapshot the whole filesystem with Modal's ``snapshot_filesystem``: an image id
+        (``im-...``). Create a sandbox from it with the manifest image hint
+        ``{"modal": image_id}``; it starts with this sandbox's files."""
+        self._ensure_open()
+        with modal_errors(self.id, lost=True):
+            image = await self.sb.snapshot_filesystem.aio(timeout=timeout)
+        return str(image.object_id)
+
+    async def tunnels(self, timeout: int = 50) -> dict[int, str]:
+        """The public URL of each port given to the provider as ``ports`` (Modal's
+        ``encrypted_ports``), by container port."""
+        self._ensure_open()
+        with modal_errors(self.id, lost=True):
+            found = await self.sb.tunnels.aio(timeout=timeout)
+        return {port: tunnel.url for port, tunnel in found.items()}
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _status(self) -> SandboxStatus:
@@ -540,6 +561,7 @@ class ModalProvider(Provider):
         app: str = "sandbank",
         image: str = DEFAULT_IMAGE,
         timeout: int = 3600,
+        ports: list[int] | None = None,
         token_id: str | None = None,
         token_secret: str | None = None,
     ) -> None:
@@ -547,6 +569,7 @@ class ModalProvider(Provider):
         self.app_name = app
         self.image = image
         self.timeout = timeout
+        self.ports = list(ports or [])
         self._token_id = token_id
         self._token_secret = token_secret
         self._client: Any = None
@@ -626,6 +649,7 @@ class ModalProvider(Provider):
                 cpu=resources.cpu,
                 memory=math.ceil(resources.memory / 2**20) if resources.memory else None,
                 block_network=not manifest.network,
+                encrypted_ports=self.ports,
                 tags=tags,
             )
         box = ModalSandbox(self, sb, manifest)

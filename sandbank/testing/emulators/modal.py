@@ -594,3 +594,22 @@ def modal_emulator(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[M
         modal_environment(emulator, monkeypatch),
     ):
         yield emulator
+
+
+def main() -> None:
+    """``python -m sandbank.testing.emulators.modal [ROOT]``: serve the emulator until
+    interrupted, printing the environment that points the ``modal`` SDK at it."""
+    import sys
+    import tempfile
+
+    root = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="modal-emulator-")
+    with ModalEmulator(root) as emulator:
+        print(f"export MODAL_SERVER_URL={emulator.url}")
+        print(f"export MODAL_TOKEN_ID={emulator.token_id}")
+        print(f"export MODAL_TOKEN_SECRET={emulator.token_secret}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -272,3 +272,35 @@ async def test_timeout_keeps_partial_output_and_kills(box: ModalSandbox) -> None
     assert time.monotonic() - started < 4
     assert caught.value.result.stdout == b"before\n"  # type: ignore[attr-defined]
     await asyncio.sleep(0)
+
+
+async def test_filesystem_snapshot_makes_an_image_to_create_from(
+    provider: ModalProvider, box: ModalSandbox
+) -> None:
+    await box.write_file("kept/data.bin", bytes(range(256)), mode=0o600)
+    image_id = await box.snapshot_filesystem()
+    assert image_id.startswith("im-")
+    copy = await provider.create({"network": False, "image": {"hints": {"modal": image_id}}})
+    try:
+        assert await copy.read_file("kept/data.bin") == bytes(range(256))
+        [entry] = [e for e in await copy.list_tree("kept")]
+        assert entry.mode == 0o600
+        assert (await copy.info()).image == image_id
+    finally:
+        await provider.destroy(copy.id)
+
+
+async def test_tunnels_of_declared_ports(
+    emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The emulator returns a made-up host for each port (nothing listens behind it): this
+    checks the provider asks for the ports and reads Modal's answer back."""
+    with modal_environment(emulator, monkeypatch):
+        async with ModalProvider(app="sandbank-faults", ports=[8000, 8443]) as provider:
+            box = await provider.create({"network": True})
+            try:
+                urls = await box.tunnels()
+                assert sorted(urls) == [8000, 8443]
+                assert all(url.startswith("https://") for url in urls.values())
+            finally:
+                await provider.destroy(box.id)
