@@ -1,0 +1,67 @@
+"""Pytest fixtures that start a cloud emulator and point the real SDK at it.
+
+Load them with ``pytest_plugins = ["sandbank.testing.emulators.fixtures"]`` (or import
+them into a ``conftest.py``). ``e2b_emulator`` points the ``e2b`` SDK at a fake of E2B on
+127.0.0.1 for one test; the server itself starts once per session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sandbank.testing.emulators.engine import EmulatorEngine, EmulatorServer
+
+__all__ = ["E2BFake", "e2b_emulator", "e2b_emulator_server"]
+
+
+@dataclass
+class E2BFake:
+    """A running fake of E2B: its URL, the ASGI app (faults, request log) and the engine."""
+
+    server: EmulatorServer
+    emulator: Any
+    """The ``sandbank.testing.emulators.e2b.E2BEmulator``."""
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def engine(self) -> EmulatorEngine:
+        return self.emulator.engine
+
+    def environment(self) -> dict[str, str]:
+        from sandbank.testing.emulators.e2b import environment
+
+        return environment(self.server, self.emulator)
+
+
+@pytest.fixture(scope="session")
+def e2b_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2BFake]:
+    """One fake of E2B for the session (needs the ``e2b`` SDK and bubblewrap)."""
+    pytest.importorskip("e2b", reason="the e2b SDK is not installed (pip install 'sandbank[e2b]')")
+    from sandbank.testing.emulators.e2b import start_e2b_emulator
+
+    root = Path(tmp_path_factory.mktemp("e2b-emulator"))
+    server, emulator = start_e2b_emulator(root)
+    try:
+        yield E2BFake(server, emulator)
+    finally:
+        server.stop(emulator.engine.aclose)
+
+
+@pytest.fixture
+def e2b_emulator(e2b_emulator_server: E2BFake, monkeypatch: pytest.MonkeyPatch) -> E2BFake:
+    """The fake of E2B, with ``E2B_API_URL``, ``E2B_SANDBOX_URL``, ``E2B_API_KEY`` and
+    ``E2B_HTTP_VERSION`` pointing the SDK at it for this test; no faults left over."""
+    for name, value in e2b_emulator_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("E2B_DEBUG", raising=False)
+    monkeypatch.delenv("E2B_DOMAIN", raising=False)
+    e2b_emulator_server.emulator.faults.clear()
+    return e2b_emulator_server

@@ -1,0 +1,5 @@
+"""Cloud providers against their emulators: the fixtures that start them."""
+
+from sandbank.testing.emulators.fixtures import e2b_emulator, e2b_emulator_server
+
+__all__ = ["e2b_emulator", "e2b_emulator_server"]
