@@ -12,8 +12,9 @@ sandbank's sandboxes by the tag ``sandbank=1`` in the provider's app.
 Options: ``app`` (the Modal app the sandboxes belong to, made if missing), ``image``
 (a registry tag or an ``im-`` image id, used when the manifest names none), ``timeout``
 (the sandbox's lifetime in seconds), ``ports`` (container ports to expose through Modal's
-encrypted tunnels: ``ModalSandbox.tunnels()``), ``token_id``/``token_secret`` (default: ``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET``
-or the Modal profile). The endpoint is the SDK's: ``MODAL_SERVER_URL``.
+encrypted tunnels: ``ModalSandbox.tunnels()``), ``token_id``/``token_secret`` (default:
+``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or the Modal profile). The endpoint is the
+SDK's: ``MODAL_SERVER_URL``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import asyncio
 import contextlib
 import math
 import os
-import tarfile
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -46,7 +46,13 @@ from sandbank.errors import (
     WorkspacePathError,
 )
 from sandbank.manifest import Manifest
-from sandbank.providers._tar import TarGuard
+from sandbank.providers._remote import (
+    cwd_error,
+    parse_resolved,
+    resolve_argv,
+    shell_join,
+    spool_checked_tar,
+)
 from sandbank.providers.base import (
     Capabilities,
     ExecRequest,
@@ -203,12 +209,6 @@ p="$d/$(basename -- "$2")"
 """
 )
 _SCRIPTS = {
-    "cwd": _PRELUDE
-    + r"""c=$(realpath -m -- "$1/$2") && inside "$c" || fail escapes
-[ -e "$c" ] || fail missing
-cd -- "$c" 2>/dev/null || fail notdir
-shift 2; exec "$@"
-""",
     "read": _RESOLVE
     + r"""[ -e "$p" ] || fail missing
 [ -d "$p" ] && fail isdir
@@ -254,13 +254,6 @@ exec tar -cf - -- "$@"
 """
 )
 _SCRIPTS["import"] = _PRELUDE + r'exec tar -C "$root" -xpf - --no-same-owner' + "\n"
-_SCRIPTS["links"] = (
-    _PRELUDE
-    + r"""cd -- "$root" || fail missing
-tr '\0' '\n' | while IFS= read -r q; do [ -L "$q" ] && printf '%s\n' "$q"; done
-exit 0
-"""
-)
 _REFUSAL = 96
 
 
@@ -336,14 +329,18 @@ class ModalSandbox(Sandbox):
                 await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _exec(self, request: ExecRequest, output: OutputCollector) -> ExecResult:
-        argv = self._script("cwd", request.cwd, *request.argv)
+        # Modal takes argv; the shell only checks the cwd (symlinks too) and execs argv as is
+        script = shell_join(request.argv, cwd=f"{WORKSPACE}/{request.cwd}", workspace=WORKSPACE)
         env = sandbox_env(request.env, home=self.workspace)
         seen = _Peek(output)
-        code = await self._run(argv, seen, stdin=request.stdin, env=env, timeout=request.timeout)
+        code = await self._run(
+            ["/bin/sh", "-c", script], seen, stdin=request.stdin, env=env, timeout=request.timeout
+        )
         if code is None:
             raise ExecTimeout(request.argv, request.timeout or 0, output.result(137))
-        if code == _REFUSAL:
-            seen.refusal(request.cwd)
+        error = cwd_error(code, seen.result(code).stderr, request.cwd)
+        if error is not None:
+            raise error
         return output.result(code)
 
     def _script(self, name: str, path: str, *args: str) -> list[str]:
@@ -428,21 +425,22 @@ class ModalSandbox(Sandbox):
             )
 
     async def _import_tar(self, stream: AsyncIterator[bytes]) -> None:
-        # Spool, check every member (archive-only checks and the symlinks already in the
-        # workspace, in one command), then stream the archive into `tar -x`.
-        with tempfile.TemporaryFile() as spool:
+        # Every member checked before any byte reaches the sandbox; the parents the archive
+        # does not make are resolved in the sandbox in one command (symlinks already there).
+        with tempfile.TemporaryFile() as raw:
             async for chunk in stream:
-                await asyncio.to_thread(spool.write, chunk)
-            parents = await asyncio.to_thread(_checked_parents, spool)
-            if parents:
-                listed = "".join(f"{p}\0" for p in sorted(parents)).encode()
-                links = await self._call("links", ".", stdin=listed)
-                if links.strip():
-                    first = os.fsdecode(links.split(b"\n")[0])
-                    raise WorkspacePathError(
-                        first, "is a symlink in the workspace; a tar member goes through it"
-                    )
-            spool.seek(0)
+                await asyncio.to_thread(raw.write, chunk)
+            raw.seek(0)
+            spool, unchecked = await asyncio.to_thread(spool_checked_tar, raw)
+        with spool:
+            if unchecked:
+                rels = sorted(unchecked)
+                found = OutputCollector(limit=1 << 62)
+                argv = resolve_argv(WORKSPACE, [("f", rel) for rel in rels])
+                if await self._run(argv, found) != 0:
+                    raise ProviderError(f"could not resolve {rels} in Modal sandbox {self.id!r}")
+                for resolved in parse_resolved(rels, found.result(0).stdout):
+                    resolved.check()
             await self._call("import", ".", stdin=_read_chunks(spool))
 
     # -- Modal's own capabilities ----------------------------------------------------------
@@ -480,7 +478,7 @@ class ModalSandbox(Sandbox):
 
 
 class _Peek(OutputCollector):
-    """Passes output on, remembering stderr so a refusal of the cwd script can be read."""
+    """Passes output on, keeping its start, where ``shell_join``'s refusal would be."""
 
     def __init__(self, inner: OutputCollector) -> None:
         super().__init__(limit=256)
@@ -489,11 +487,6 @@ class _Peek(OutputCollector):
     async def feed(self, stream: Literal["stdout", "stderr"], data: bytes) -> None:
         await super().feed(stream, data)
         await self.inner.feed(stream, data)
-
-    def refusal(self, cwd: str) -> None:
-        result = self.result(0)
-        if not result.stdout and result.stderr.startswith(b"sandbank-fs: "):
-            _raise_refusal(result.stderr, cwd)
 
 
 class _QueueCollector(OutputCollector):
@@ -527,18 +520,6 @@ def _raise_refusal(stderr: bytes, path: str) -> NoReturn:
     if kind == "notdir":
         raise ConfigurationError(f"{path!r} (or one of its parents) is a file, not a directory")
     raise ProviderError(f"file operation on {path!r} failed: {kind}")
-
-
-def _checked_parents(spool: Any) -> set[str]:
-    """Every member's parent directories, after ``TarGuard`` accepted each member."""
-    spool.seek(0)
-    guard, parents = TarGuard(), set[str]()
-    with tarfile.open(fileobj=spool, mode="r|") as archive:
-        for member in archive:
-            path = guard.check(member)
-            parts = path.split("/")
-            parents.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    return parents
 
 
 async def _read_chunks(spool: Any) -> AsyncIterator[bytes]:

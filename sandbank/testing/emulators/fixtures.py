@@ -16,7 +16,13 @@ import pytest
 
 from sandbank.testing.emulators.engine import EmulatorEngine, EmulatorServer
 
-__all__ = ["E2BFake", "e2b_emulator", "e2b_emulator_server"]
+__all__ = [
+    "E2BFake",
+    "e2b_emulator",
+    "e2b_emulator_server",
+    "modal_emulator",
+    "modal_emulator_server",
+]
 
 
 @dataclass
@@ -65,3 +71,27 @@ def e2b_emulator(e2b_emulator_server: E2BFake, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("E2B_DOMAIN", raising=False)
     e2b_emulator_server.emulator.faults.clear()
     return e2b_emulator_server
+
+
+@pytest.fixture(scope="session")
+def modal_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One fake of Modal (control plane and task command router) for the session, a
+    ``sandbank.testing.emulators.modal.ModalEmulator``; needs the ``modal`` SDK and bwrap."""
+    pytest.importorskip(
+        "modal", reason="the modal SDK is not installed (pip install 'sandbank[modal]')"
+    )
+    from sandbank.testing.emulators.modal import ModalEmulator
+
+    with ModalEmulator(str(tmp_path_factory.mktemp("modal-emulator"))) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def modal_emulator(modal_emulator_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake of Modal, with ``MODAL_SERVER_URL``, ``MODAL_TOKEN_ID`` and
+    ``MODAL_TOKEN_SECRET`` pointing the SDK at it for this test; no faults left over."""
+    for name, value in modal_emulator_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MODAL_PROFILE", raising=False)
+    modal_emulator_server.clear_faults()
+    return modal_emulator_server

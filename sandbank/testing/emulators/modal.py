@@ -22,11 +22,10 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import pytest
 from grpclib import GRPCError, Status
 from grpclib.server import Server, Stream
 from modal_proto import api_grpc, api_pb2, task_command_router_grpc
@@ -35,7 +34,7 @@ from modal_proto import task_command_router_pb2 as sr_pb2
 from sandbank.errors import ExecTimeout, SandbankError
 from sandbank.testing.emulators.engine import EmulatedNotFound, EmulatedSandbox, EmulatorEngine
 
-__all__ = ["ModalEmulator"]
+__all__ = ["Fault", "ModalEmulator"]
 
 T = TypeVar("T")
 HOME = "/workspace"  # guess: Modal's default workdir is the image's; sandbank asks for this one
@@ -188,8 +187,20 @@ class ModalEmulator:
 
     # -- faults and checks shared by both services ----------------------------------------
 
+    def environment(self) -> dict[str, str]:
+        """The variables that point the ``modal`` SDK at this emulator."""
+        return {
+            "MODAL_SERVER_URL": self.url,
+            "MODAL_TOKEN_ID": self.token_id,
+            "MODAL_TOKEN_SECRET": self.token_secret,
+        }
+
     def inject(self, fault: Fault) -> None:
+        """Apply ``fault`` to the next calls (from any thread)."""
         self._loop.call_soon_threadsafe(self.faults.append, fault)
+
+    def clear_faults(self) -> None:
+        self._loop.call_soon_threadsafe(self.faults.clear)
 
     def admit(self, method: str, stream: Stream[Any, Any]) -> None:
         """Count the call, apply an injected fault, check the credentials."""
@@ -575,27 +586,6 @@ def _exit(cls: Any, code: int) -> Any:
     return cls(code=code) if code < 128 or code > 255 else cls(signal=code - 128)
 
 
-@contextlib.contextmanager
-def modal_environment(emulator: ModalEmulator, monkeypatch: Any) -> Iterator[ModalEmulator]:
-    """Point the ``modal`` SDK of this process at ``emulator`` (``MODAL_SERVER_URL`` and the
-    dummy tokens), through pytest's ``monkeypatch``."""
-    monkeypatch.setenv("MODAL_SERVER_URL", emulator.url)
-    monkeypatch.setenv("MODAL_TOKEN_ID", emulator.token_id)
-    monkeypatch.setenv("MODAL_TOKEN_SECRET", emulator.token_secret)
-    monkeypatch.delenv("MODAL_PROFILE", raising=False)
-    yield emulator
-
-
-@pytest.fixture
-def modal_emulator(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModalEmulator]:
-    """A running Modal emulator with the SDK's environment pointed at it."""
-    with (
-        ModalEmulator(str(tmp_path / "modal-emulator")) as emulator,
-        modal_environment(emulator, monkeypatch),
-    ):
-        yield emulator
-
-
 def main() -> None:
     """``python -m sandbank.testing.emulators.modal [ROOT]``: serve the emulator until
     interrupted, printing the environment that points the ``modal`` SDK at it."""
@@ -604,9 +594,8 @@ def main() -> None:
 
     root = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="modal-emulator-")
     with ModalEmulator(root) as emulator:
-        print(f"export MODAL_SERVER_URL={emulator.url}")
-        print(f"export MODAL_TOKEN_ID={emulator.token_id}")
-        print(f"export MODAL_TOKEN_SECRET={emulator.token_secret}", flush=True)
+        for name, value in emulator.environment().items():
+            print(f"export {name}={value}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
 

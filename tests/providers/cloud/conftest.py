@@ -1,5 +1,10 @@
 """Cloud providers against their emulators: the fixtures that start them."""
 
-from sandbank.testing.emulators.fixtures import e2b_emulator, e2b_emulator_server
+from sandbank.testing.emulators.fixtures import (
+    e2b_emulator,
+    e2b_emulator_server,
+    modal_emulator,
+    modal_emulator_server,
+)
 
-__all__ = ["e2b_emulator", "e2b_emulator_server"]
+__all__ = ["e2b_emulator", "e2b_emulator_server", "modal_emulator", "modal_emulator_server"]

@@ -3,8 +3,6 @@ Modal's service on 127.0.0.1, backed by real local sandboxes)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 pytest.importorskip(
@@ -13,13 +11,7 @@ pytest.importorskip(
 
 from sandbank.conformance import ProviderConformance
 from sandbank.providers.modal import ModalProvider
-from sandbank.testing.emulators.modal import ModalEmulator, modal_environment
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModalEmulator]:
-    with ModalEmulator(str(tmp_path_factory.mktemp("modal-emulator"))) as emu:
-        yield emu
+from sandbank.testing.emulators.modal import ModalEmulator
 
 
 class TestModalConformance(ProviderConformance):
@@ -29,8 +21,5 @@ class TestModalConformance(ProviderConformance):
     }
 
     @pytest.fixture
-    def provider(
-        self, emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
-    ) -> Iterator[ModalProvider]:
-        with modal_environment(emulator, monkeypatch):
-            yield ModalProvider(app="sandbank-conformance")
+    def provider(self, modal_emulator: ModalEmulator) -> ModalProvider:
+        return ModalProvider(app="sandbank-conformance")

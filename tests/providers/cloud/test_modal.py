@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -27,7 +27,7 @@ from sandbank.errors import (
     SandboxNotFound,
 )
 from sandbank.providers.modal import ModalProvider, ModalSandbox, map_modal_error
-from sandbank.testing.emulators.modal import Fault, ModalEmulator, modal_environment
+from sandbank.testing.emulators.modal import Fault, ModalEmulator
 
 # Every exception class of modal.exception, and what the boundary makes of it:
 # (sandbank error, retryable). A new class in the SDK fails the completeness test.
@@ -142,19 +142,15 @@ def test_auth_error_names_the_variables() -> None:
 # -- against the emulator ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModalEmulator]:
-    with ModalEmulator(str(tmp_path_factory.mktemp("modal-emulator"))) as emu:
-        yield emu
+@pytest.fixture
+def emulator(modal_emulator: ModalEmulator) -> ModalEmulator:
+    return modal_emulator
 
 
 @pytest.fixture
-async def provider(
-    emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[ModalProvider]:
-    with modal_environment(emulator, monkeypatch):
-        async with ModalProvider(app="sandbank-faults") as provider:
-            yield provider
+async def provider(emulator: ModalEmulator) -> AsyncIterator[ModalProvider]:
+    async with ModalProvider(app="sandbank-faults") as provider:
+        yield provider
 
 
 @pytest.fixture
@@ -167,14 +163,6 @@ async def box(provider: ModalProvider) -> AsyncIterator[ModalSandbox]:
             await provider.destroy(box.id)
 
 
-def _clear(emulator: ModalEmulator) -> None:
-    emulator.call(_reset(emulator))
-
-
-async def _reset(emulator: ModalEmulator) -> None:
-    emulator.faults.clear()
-
-
 async def test_missing_credentials_name_the_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
     monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
@@ -183,15 +171,12 @@ async def test_missing_credentials_name_the_variables(monkeypatch: pytest.Monkey
         await ModalProvider().create({"network": False})
 
 
-async def test_wrong_credentials_name_the_variables(
-    emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    with modal_environment(emulator, monkeypatch):
-        provider = ModalProvider(token_id="ak-wrong", token_secret="as-wrong")
-        with pytest.raises(ConfigurationError, match="MODAL_TOKEN_ID") as caught:
-            await provider.create({"network": False})
-        assert not caught.value.retryable
-        await provider.aclose()
+async def test_wrong_credentials_name_the_variables(emulator: ModalEmulator) -> None:
+    provider = ModalProvider(token_id="ak-wrong", token_secret="as-wrong")
+    with pytest.raises(ConfigurationError, match="MODAL_TOKEN_ID") as caught:
+        await provider.create({"network": False})
+    assert not caught.value.retryable
+    await provider.aclose()
 
 
 async def test_one_unavailable_mid_exec_is_retried_by_the_sdk(
@@ -215,7 +200,7 @@ async def test_persistent_unavailable_mid_exec_is_a_retryable_error(
             await box.exec("echo never seen", timeout=60)
         assert caught.value.retryable
     finally:
-        _clear(emulator)
+        emulator.clear_faults()
     assert (await box.exec("echo usable")).stdout == b"usable\n"
 
 
@@ -236,7 +221,7 @@ async def test_internal_error_on_create_is_retryable(
             await provider.create({"network": False})
         assert caught.value.retryable
     finally:
-        _clear(emulator)
+        emulator.clear_faults()
 
 
 async def test_dropped_connection_mid_exec(emulator: ModalEmulator, box: ModalSandbox) -> None:
@@ -290,17 +275,14 @@ async def test_filesystem_snapshot_makes_an_image_to_create_from(
         await provider.destroy(copy.id)
 
 
-async def test_tunnels_of_declared_ports(
-    emulator: ModalEmulator, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_tunnels_of_declared_ports(emulator: ModalEmulator) -> None:
     """The emulator returns a made-up host for each port (nothing listens behind it): this
     checks the provider asks for the ports and reads Modal's answer back."""
-    with modal_environment(emulator, monkeypatch):
-        async with ModalProvider(app="sandbank-faults", ports=[8000, 8443]) as provider:
-            box = await provider.create({"network": True})
-            try:
-                urls = await box.tunnels()
-                assert sorted(urls) == [8000, 8443]
-                assert all(url.startswith("https://") for url in urls.values())
-            finally:
-                await provider.destroy(box.id)
+    async with ModalProvider(app="sandbank-faults", ports=[8000, 8443]) as provider:
+        box = await provider.create({"network": True})
+        try:
+            urls = await box.tunnels()
+            assert sorted(urls) == [8000, 8443]
+            assert all(url.startswith("https://") for url in urls.values())
+        finally:
+            await provider.destroy(box.id)
