@@ -14,9 +14,9 @@ from tests.durable.conftest import client, local_provider, store, task_queue, te
 
 pytest.importorskip("modal")
 
-from grpclib import Status  # noqa: E402
+from grpclib import Status
 
-from sandbank.testing.emulators.modal import Fault, ModalEmulator  # noqa: E402
+from sandbank.testing.emulators.modal import Fault, ModalEmulator
 
 __all__ = ["client", "local_provider", "store", "task_queue", "temporal_address"]
 
