@@ -13,12 +13,14 @@ from sandbank.conformance import ProviderConformance
 from sandbank.providers.modal import ModalProvider
 from sandbank.testing.emulators.modal import ModalEmulator
 
+MODAL_EXPECTED_FAILURES = {
+    "test_pids_limit": "Modal Sandboxes have no process limit: the provider refuses "
+    "resources.pids with NotSupported",
+}
+
 
 class TestModalConformance(ProviderConformance):
-    expected_failures = {
-        "test_pids_limit": "Modal Sandboxes have no process limit: the provider refuses "
-        "resources.pids with NotSupported",
-    }
+    expected_failures = MODAL_EXPECTED_FAILURES
 
     @pytest.fixture
     def provider(self, modal_emulator: ModalEmulator) -> ModalProvider:
