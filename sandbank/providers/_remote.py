@@ -1,18 +1,19 @@
 """Helpers for cloud providers whose SDK runs shell strings in a remote sandbox.
 
 ``shell_join`` turns an argv (with cwd and environment) into one shell string that runs it
-exactly; ``resolve_script`` checks workspace paths in the sandbox in one command, following
-symlinks, so a provider can refuse those that leave the workspace before it calls the SDK's
+exactly; ``resolve_path`` walks a workspace path with the SDK's own stat call, following
+symlinks, so a provider can refuse one that leaves the workspace before it calls the SDK's
 file API; ``spool_checked_tar`` validates an archive before any of it reaches the sandbox;
 ``retryable_status`` is the one rule for which HTTP failures a retry can help.
 """
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 import tarfile
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Literal
 
@@ -23,10 +24,10 @@ from sandbank.providers._tar import TarGuard, member_path
 __all__ = [
     "CWD_ESCAPES",
     "CWD_MISSING",
+    "Lstat",
     "Resolved",
     "cwd_error",
-    "parse_resolved",
-    "resolve_argv",
+    "resolve_path",
     "retryable_status",
     "shell_join",
     "spool_checked_tar",
@@ -35,30 +36,6 @@ __all__ = [
 CWD_MISSING = "sandbank: the working directory does not exist"
 CWD_ESCAPES = "sandbank: the working directory leaves the workspace"
 _CWD_EXIT = 86
-
-_RESOLVE = r"""
-ws=$(realpath -- "$1") || exit 90
-shift
-while [ $# -ge 2 ]; do
-  how=$1 rel=$2
-  shift 2
-  if [ "$rel" = . ]; then real=$ws
-  elif [ "$how" = n ]; then
-    case "$rel" in */*) dir=${rel%/*} base=${rel##*/} ;; *) dir=. base=$rel ;; esac
-    real=$(realpath -m -- "$ws/$dir")/$base
-  else
-    real=$(realpath -m -- "$ws/$rel")
-  fi
-  case "$real" in "$ws"|"$ws"/*) ;; *) printf 'escape\0%s\0' "$real"; continue ;; esac
-  if [ -L "$real" ]; then t=link
-  elif [ -d "$real" ]; then t=dir
-  elif [ -f "$real" ]; then t=file
-  elif [ -e "$real" ]; then t=other
-  else t=missing
-  fi
-  printf '%s\0%s\0' "$t" "$real"
-done
-"""
 
 
 def shell_join(
@@ -72,25 +49,22 @@ def shell_join(
 
     With ``workspace``, the command refuses to start when ``cwd`` resolves (through
     symlinks) outside it: it exits 86 with ``CWD_ESCAPES`` on stderr, or ``CWD_MISSING``
-    when ``cwd`` does not exist; ``cwd_error`` turns those into sandbank errors. A missing
-    program exits 127, as ``env`` reports it.
+    when ``cwd`` does not exist; ``cwd_error`` turns those into sandbank errors. Only shell
+    builtins run before the program (no extra process); a missing program exits 127.
     """
     lines = []
     if cwd is not None:
-        missing = shlex.quote(CWD_MISSING)
-        lines.append(f"cd -- {shlex.quote(cwd)} 2>/dev/null || {{ echo {missing} >&2; exit 86; }}")
+        fail = "{{ echo {} >&2; exit 86; }}"
+        missing = fail.format(shlex.quote(CWD_MISSING))
         if workspace is not None:
-            escapes = shlex.quote(CWD_ESCAPES)
-            root = shlex.quote(workspace)
-            lines.append(
-                f'here=$(pwd -P); ws=$(cd -- {root} && pwd -P); case "$here" in "$ws"|"$ws"/*)'
-                f" ;; *) echo {escapes} >&2; exit 86 ;; esac"
-            )
-    assignments = [shlex.quote(f"{k}={v}") for k, v in (env or {}).items()]
-    program = list(argv)
-    if "=" in program[0] and "/" not in program[0]:
-        program[0] = f"./{program[0]}"  # env would take it for an assignment
-    lines.append(" ".join(["exec env --", *assignments, *(shlex.quote(a) for a in program)]))
+            lines.append(f"cd -P -- {shlex.quote(workspace)} && ws=$PWD || {missing}")
+        lines.append(f"cd -P -- {shlex.quote(cwd)} 2>/dev/null || {missing}")
+        if workspace is not None:
+            escapes = fail.format(shlex.quote(CWD_ESCAPES))
+            lines.append(f'case "$PWD" in "$ws"|"$ws"/*) ;; *) {escapes} ;; esac')
+    lines += [f"export {shlex.quote(f'{k}={v}')}" for k, v in (env or {}).items()]
+    dashes = ["--"] if argv[0].startswith("-") else []
+    lines.append(" ".join(["exec", *dashes, *(shlex.quote(a) for a in argv)]))
     return "\n".join(lines)
 
 
@@ -106,7 +80,12 @@ def cwd_error(exit_code: int, stderr: bytes, cwd: str) -> Exception | None:
     return None
 
 
-Kind = Literal["file", "dir", "link", "other", "missing", "escape"]
+Kind = Literal["file", "dir", "link", "other", "missing", "escape", "notdir"]
+Lstat = Callable[[str], Awaitable[tuple[Kind, str | None] | None]]
+"""Stat an absolute path in the sandbox without following a final symlink: its kind
+(``file``, ``dir``, ``link`` or ``other``) and, for a link, its target; ``None`` if missing."""
+
+_MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -118,36 +97,50 @@ class Resolved:
     real: str
 
     def check(self, *, allow_missing: bool = True) -> Resolved:
-        """Raise for a path that leaves the workspace (or, optionally, does not exist)."""
+        """Raise for a path that leaves the workspace or crosses a file (or is missing)."""
         if self.kind == "escape":
             raise WorkspacePathError(self.rel, f"resolves through a symlink to {self.real!r}")
+        if self.kind == "notdir":
+            raise ConfigurationError(
+                f"{self.real!r} is not a directory, so {self.rel!r} cannot exist"
+            )
         if self.kind == "missing" and not allow_missing:
             raise PathNotFound(self.rel)
         return self
 
 
-def resolve_argv(workspace: str, paths: Iterable[tuple[Literal["f", "n"], str]]) -> list[str]:
-    """The argv that resolves ``paths`` (``"f"``: follow a final symlink, ``"n"``: do not)
-    in the sandbox; parse its output with ``parse_resolved``. Needs GNU ``realpath``."""
-    argv = ["/bin/sh", "-c", _RESOLVE, "sh", workspace]
-    for how, rel in paths:
-        argv += [how, rel]
-    return argv
+async def resolve_path(rel: str, workspace: str, lstat: Lstat, *, follow: bool = True) -> Resolved:
+    """Resolve the workspace-relative ``rel`` in the sandbox, one ``lstat`` per component.
 
-
-def parse_resolved(rels: Sequence[str], stdout: bytes) -> list[Resolved]:
-    """The ``Resolved`` of each path, from the output of ``resolve_argv``'s command."""
-    fields = stdout.split(b"\0")
-    found = [
-        (fields[i].decode(), fields[i + 1].decode("utf-8", "surrogateescape"))
-        for i in range(0, len(fields) - 1, 2)
-    ]
-    if len(found) != len(rels):
-        raise ConfigurationError(
-            f"resolving {list(rels)} in the sandbox gave {len(found)} answers; the sandbox "
-            f"needs GNU coreutils (realpath -m)"
-        )
-    return [Resolved(rel, kind, real) for rel, (kind, real) in zip(rels, found, strict=True)]  # type: ignore[arg-type]
+    Symlinks are followed (a final one only with ``follow``) and must stay in ``workspace``,
+    which must itself be a real path; the first missing component ends the walk.
+    """
+    pending = [] if rel == "." else rel.split("/")
+    base, hops = workspace, 0
+    while pending:
+        name = pending.pop(0)
+        here = f"{base}/{name}"
+        found = await lstat(here)
+        if found is None:
+            return Resolved(rel, "missing", "/".join([here, *pending]))
+        kind, target = found
+        if kind == "link" and (pending or follow):
+            hops += 1
+            if hops > _MAX_LINKS:
+                raise WorkspacePathError(rel, "has too many levels of symlinks")
+            dest = posixpath.normpath(posixpath.join(base, target or ""))
+            if dest != workspace and not dest.startswith(workspace + "/"):
+                return Resolved(rel, "escape", dest)
+            rest = dest[len(workspace) :].strip("/")
+            pending = (rest.split("/") if rest else []) + pending
+            base = workspace
+            continue
+        if pending and kind != "dir":
+            return Resolved(rel, "notdir", here)
+        if not pending:
+            return Resolved(rel, kind, here)
+        base = here
+    return Resolved(rel, "dir", base)
 
 
 def spool_checked_tar(source: BinaryIO) -> tuple[IO[bytes], set[str]]:

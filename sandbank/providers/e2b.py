@@ -32,10 +32,10 @@ from sandbank.errors import (
 )
 from sandbank.manifest import Manifest
 from sandbank.providers._remote import (
+    Kind,
     Resolved,
     cwd_error,
-    parse_resolved,
-    resolve_argv,
+    resolve_path,
     retryable_status,
     shell_join,
     spool_checked_tar,
@@ -225,14 +225,27 @@ class E2BSandbox(Sandbox):
         request = ExecRequest(argv=argv, cwd=".", env={}, stdin=None, timeout=None)
         return await self._exec(request, OutputCollector())
 
+    async def _lstat(self, path: str) -> tuple[Kind, str | None] | None:
+        e2b = _sdk()
+        try:
+            with _errors(self.id):
+                entry = await self.sdk.files.get_info(path)
+        except PathNotFound:
+            return None
+        if entry.type == e2b.FileType.SYMLINK:
+            return "link", entry.symlink_target
+        return ("dir" if entry.type == e2b.FileType.DIR else "file"), None
+
     async def _resolve(self, *paths: tuple[Literal["f", "n"], str]) -> list[Resolved]:
-        result = await self._run(resolve_argv(self.workspace, paths))
-        if result.exit_code != 0:
-            raise ProviderError(
-                f"checking paths in E2B sandbox {self.id!r} failed (exit {result.exit_code}): "
-                f"{result.stderr.decode('utf-8', 'replace').strip()}"
+        """Where each path leads (``"f"``: follow a final symlink, ``"n"``: not)."""
+        return list(
+            await asyncio.gather(
+                *(
+                    resolve_path(rel, self.workspace, self._lstat, follow=how == "f")
+                    for how, rel in paths
+                )
             )
-        return parse_resolved([rel for _, rel in paths], result.stdout)
+        )
 
     # -- files ------------------------------------------------------------------------------
 
@@ -245,12 +258,8 @@ class E2BSandbox(Sandbox):
             return bytes(await self.sdk.files.read(target.real, format="bytes"))
 
     async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
-        parent = path.rpartition("/")[0] or "."
-        above, target = await self._resolve(("f", parent), ("f", path))
-        above.check()
+        (target,) = await self._resolve(("f", path))
         target.check()
-        if above.kind not in ("dir", "missing"):
-            raise ConfigurationError(f"{parent!r} is not a directory, so {path!r} cannot be a file")
         if target.kind == "dir":
             raise ConfigurationError(f"{path!r} is a directory; remove it first")
         with _errors(self.id, path):

@@ -1,0 +1,142 @@
+"""sandbank's overhead over each cloud SDK, measured against that cloud's emulator.
+
+    python bench/providers.py [--provider e2b|all] [--rounds N] [--json]
+
+For each cloud provider: create+destroy, ``exec(["true"])`` and a 10 MiB write+read through
+sandbank, against the same operations through the raw SDK calls, both talking to the
+provider's emulator on 127.0.0.1 (a fake of the service, backed by local sandboxes). The
+figures are sandbank's overhead over the SDK, not the cloud's speed. With ``--json`` the last
+line is one JSON object with a ``targets`` map keyed ``<provider>.<op>_p50_ratio``.
+
+Targets: create+destroy and exec p50 <= 1.2x raw; file transfer <= 1.5x raw.
+To add a provider: write its ``raw_<name>`` ops and its emulator context, add a ``Cloud``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from _anchors import require
+from exec_latency import TARGETS, TEN_MIB, Work, measure_pair, sandbank_ops
+
+NOTE = "sandbank's overhead over the raw SDK, both against a local emulator: not the cloud"
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """How to benchmark one cloud provider."""
+
+    package: str
+    """The SDK distribution (checked before the run)."""
+    emulator: Callable[[Path], AbstractContextManager[dict[str, str]]]
+    """Starts the emulator under a directory; yields the environment that points the SDK at it."""
+    raw: Callable[[], AbstractAsyncContextManager[dict[str, Work]]]
+    """The same three operations through the raw SDK."""
+
+
+# -- e2b ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def e2b_emulator(root: Path) -> Iterator[dict[str, str]]:
+    from sandbank.testing.emulators.e2b import environment, start_e2b_emulator
+
+    server, emulator = start_e2b_emulator(root)
+    try:
+        yield environment(server, emulator)
+    finally:
+        server.stop(emulator.engine.aclose)
+
+
+@contextlib.asynccontextmanager
+async def raw_e2b() -> AsyncIterator[dict[str, Work]]:
+    from e2b import AsyncSandbox
+
+    options: dict[str, Any] = {"template": "base", "allow_internet_access": False}
+
+    async def create_destroy() -> None:
+        sandbox = await AsyncSandbox.create(**options)
+        await sandbox.kill()
+
+    sandbox = await AsyncSandbox.create(**options)
+
+    async def transfer() -> None:
+        await sandbox.files.write("/home/user/blob.bin", TEN_MIB, use_octet_stream=True)
+        data = await sandbox.files.read("/home/user/blob.bin", format="bytes")
+        assert len(data) == len(TEN_MIB)
+
+    try:
+        yield {
+            "create_destroy": create_destroy,
+            "exec": lambda: sandbox.commands.run("true"),
+            "file_transfer": transfer,
+        }
+    finally:
+        await sandbox.kill()
+
+
+CLOUDS = {"e2b": Cloud(package="e2b", emulator=e2b_emulator, raw=raw_e2b)}
+
+
+async def bench(name: str, cloud: Cloud, rounds: int, report: dict[str, Any]) -> None:
+    root = Path(tempfile.mkdtemp(prefix=f"sandbank-bench-{name}-"))
+    try:
+        with cloud.emulator(root) as env:
+            os.environ.update(env)
+            ours: dict[str, Any] = {}
+            raw: dict[str, Any] = {}
+            async with sandbank_ops(name, {}) as our_ops, cloud.raw() as raw_ops:
+                for op in TARGETS:
+                    n = rounds * 2 if op == "exec" else rounds
+                    ours[op], raw[op] = await measure_pair(n, our_ops[op], raw_ops[op])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report["providers"][name] = {"sandbank": ours, "raw": raw}
+    print(f"\n{name}: sandbank vs the raw SDK, against its emulator (ms, p50 / p95)")
+    for op, limit in TARGETS.items():
+        ratio = ours[op]["p50"] / raw[op]["p50"]
+        print(
+            f"  {op:15s} {ours[op]['p50'] * 1e3:8.2f} / {ours[op]['p95'] * 1e3:8.2f}   "
+            f"raw {raw[op]['p50'] * 1e3:8.2f} / {raw[op]['p95'] * 1e3:8.2f}   "
+            f"ratio {ratio:5.2f}x (target <= {limit}x)"
+        )
+        report["targets"][f"{name}.{op}_p50_ratio"] = {
+            "measured": round(ratio, 3),
+            "limit": limit,
+            "met": ratio <= limit,
+        }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--provider", choices=[*CLOUDS, "all"], default="all")
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    args = parser.parse_args()
+    names = list(CLOUDS) if args.provider == "all" else [args.provider]
+    require(
+        "bench/providers.py",
+        packages={CLOUDS[n].package: "" for n in names},
+        programs={"bwrap": "bubblewrap"},
+    )
+    print(f"Measures {NOTE}.")
+    report: dict[str, Any] = {"rounds": args.rounds, "note": NOTE, "providers": {}, "targets": {}}
+    for name in names:
+        await bench(name, CLOUDS[name], args.rounds, report)
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
