@@ -46,13 +46,7 @@ from sandbank.errors import (
     WorkspacePathError,
 )
 from sandbank.manifest import Manifest
-from sandbank.providers._remote import (
-    cwd_error,
-    parse_resolved,
-    resolve_argv,
-    shell_join,
-    spool_checked_tar,
-)
+from sandbank.providers._remote import cwd_error, shell_join, spool_checked_tar
 from sandbank.providers.base import (
     Capabilities,
     ExecRequest,
@@ -254,6 +248,14 @@ exec tar -cf - -- "$@"
 """
 )
 _SCRIPTS["import"] = _PRELUDE + r'exec tar -C "$root" -xpf - --no-same-owner' + "\n"
+# stdin: NUL-terminated root-relative directories, each of which must resolve inside
+_SCRIPTS["parents"] = (
+    _PRELUDE
+    + r"""while IFS= read -r -d '' q; do
+  p=$(realpath -m -- "$root/$q") && inside "$p" || fail "escapes $q"
+done
+"""
+)
 _REFUSAL = 96
 
 
@@ -434,13 +436,8 @@ class ModalSandbox(Sandbox):
             spool, unchecked = await asyncio.to_thread(spool_checked_tar, raw)
         with spool:
             if unchecked:
-                rels = sorted(unchecked)
-                found = OutputCollector(limit=1 << 62)
-                argv = resolve_argv(WORKSPACE, [("f", rel) for rel in rels])
-                if await self._run(argv, found) != 0:
-                    raise ProviderError(f"could not resolve {rels} in Modal sandbox {self.id!r}")
-                for resolved in parse_resolved(rels, found.result(0).stdout):
-                    resolved.check()
+                listed = "".join(f"{rel}\0" for rel in sorted(unchecked)).encode()
+                await self._call("parents", ".", stdin=listed)
             await self._call("import", ".", stdin=_read_chunks(spool))
 
     # -- Modal's own capabilities ----------------------------------------------------------
@@ -513,8 +510,8 @@ def _raise_refusal(stderr: bytes, path: str) -> NoReturn:
     kind = stderr.decode(errors="replace").removeprefix("sandbank-fs: ").split("\n")[0]
     if kind.startswith("missing"):
         raise PathNotFound(kind.removeprefix("missing").strip() or path)
-    if kind == "escapes":
-        raise WorkspacePathError(path)
+    if kind.startswith("escapes"):
+        raise WorkspacePathError(kind.removeprefix("escapes").strip() or path)
     if kind == "isdir":
         raise ConfigurationError(f"{path!r} is a directory; give the path of a file")
     if kind == "notdir":
