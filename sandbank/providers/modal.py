@@ -614,7 +614,6 @@ class ModalProvider(Provider):
             TAG_IMAGE: image_name,
         }
         resources = manifest.resources
-        workdir = f"{WORKSPACE}/{manifest.workdir}".removesuffix("/.")
         with modal_errors():
             sb = await modal.Sandbox.create.aio(
                 "sleep",
@@ -631,8 +630,10 @@ class ModalProvider(Provider):
                 tags=tags,
             )
         box = ModalSandbox(self, sb, manifest)
+        if manifest.workdir == ".":
+            return box  # guess: Modal makes `workdir` (WORKSPACE) as Docker makes WORKDIR
         try:
-            await box._call("mkdir", manifest.workdir if workdir != WORKSPACE else ".")
+            await box._call("mkdir", manifest.workdir)
         except BaseException:
             with contextlib.suppress(Exception):
                 await sb.terminate.aio()
@@ -647,7 +648,7 @@ class ModalProvider(Provider):
                 sb = await modal.Sandbox.from_id.aio(sandbox_id, client=client)
             except (modal.exception.InvalidError, modal.exception.NotFoundError):
                 raise SandboxNotFound(self.name, sandbox_id) from None
-            if sb.returncode is not None or await sb.poll.aio() is not None:
+            if sb.returncode is not None:  # from_id read the result: it has finished
                 raise SandboxNotFound(self.name, sandbox_id)
             tags = await sb.get_tags.aio()
         if tags.get(TAG) != "1":
