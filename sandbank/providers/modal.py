@@ -316,19 +316,27 @@ class ModalSandbox(Sandbox):
                 asyncio.ensure_future(pump(proc.stdout, "stdout")),
                 asyncio.ensure_future(pump(proc.stderr, "stderr")),
             ]
+            feeder = asyncio.ensure_future(feed())
+            waiter = asyncio.ensure_future(proc.wait.aio())
+            tasks = [*pumps, feeder, waiter]
             try:
-                await feed()
-                code = int(await proc.wait.aio())
+                # a failing stream or stdin must not leave us waiting for the exit code
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                if not waiter.done():
+                    for task in (*pumps, feeder):
+                        if task.done() and task.exception() is not None:
+                            task.result()
+                code = int(await waiter)
                 if code == -1:
                     # the streams end when Modal kills the command; do not wait forever
                     await asyncio.wait(pumps, timeout=2)
                     return None
                 await asyncio.gather(*pumps)
-                return code
+                return code  # stdin a command left unread when it exited does not matter
             finally:
-                for task in pumps:
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(*pumps, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _exec(self, request: ExecRequest, output: OutputCollector) -> ExecResult:
         # Modal takes argv; the shell only checks the cwd (symlinks too) and execs argv as is
