@@ -205,10 +205,10 @@ async def test_persistent_unavailable_mid_exec_is_a_retryable_error(
 
 
 async def test_rate_limit_is_a_retryable_error(emulator: ModalEmulator, box: ModalSandbox) -> None:
-    emulator.inject(Fault("TaskExecStart", Status.RESOURCE_EXHAUSTED, count=1))
+    emulator.inject(fault := Fault("TaskExecStart", Status.RESOURCE_EXHAUSTED, count=1))
     with pytest.raises(ProviderError, match="rate limiting") as caught:
         await box.exec("true")
-    assert caught.value.retryable
+    assert caught.value.retryable and fault.count == 0
     assert (await box.exec("echo usable")).stdout == b"usable\n"
 
 
@@ -227,8 +227,10 @@ async def test_internal_error_on_create_is_retryable(
 async def test_dropped_connection_mid_exec(emulator: ModalEmulator, box: ModalSandbox) -> None:
     """The router's connection drops while output streams: the SDK reconnects and resumes
     at the offset it had, so no byte is lost or repeated."""
-    emulator.inject(Fault("TaskExecStdioRead", drop=True, count=1))
+    fault = Fault("TaskExecStdioRead", drop=True, count=1)
+    emulator.inject(fault)
     result = await box.exec("seq 1 20000", timeout=60)
+    assert fault.count == 0, "the connection was dropped"
     assert result.stdout == b"".join(b"%d\n" % i for i in range(1, 20001))
 
 
