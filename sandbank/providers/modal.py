@@ -66,6 +66,8 @@ WORKSPACE = "/workspace"
 DEFAULT_IMAGE = "debian:bookworm-slim"
 ISOLATION = "Modal Sandbox (a gVisor container on Modal's workers)"
 TAG = "sandbank"
+# The manifest (env included) is a tag value, readable by whoever can list the app's
+# sandboxes; how long a tag value Modal accepts is not documented (guess: a few KiB).
 TAG_MANIFEST = "sandbank.manifest"
 TAG_CREATED = "sandbank.created"
 TAG_IMAGE = "sandbank.image"

@@ -4,8 +4,17 @@ Two grpclib servers on 127.0.0.1, built from the protos in the ``modal`` wheel: 
 plane (the ``ModalClient`` service: apps, images, sandboxes) and the task command router
 (``TaskCommandRouter``: exec, stdio, stdin, filesystem snapshots). Every emulated sandbox is
 a real sandbank ``local`` (bubblewrap) sandbox of the shared engine, so commands really run
-and files really exist. Point the SDK at it with ``MODAL_SERVER_URL=emulator.url`` and any
-``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` equal to the emulator's ``token_id``/``token_secret``.
+and files really exist. Point the SDK at it with ``emulator.environment()``
+(``MODAL_SERVER_URL`` and the emulator's dummy ``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET``).
+
+To test your own agent code offline: ``python -m sandbank.testing.emulators.modal`` serves
+it and prints those variables; in pytest, the ``modal_emulator`` fixture of
+``sandbank.testing.emulators.fixtures`` sets them for one test.
+
+What it does not emulate: images (every sandbox runs on this host's system in bubblewrap;
+the image name is only reported back), resource limits, tunnels that carry traffic, PTYs,
+and a command's stdin while it runs (the command starts once the client closes stdin).
+A filesystem snapshot is the workspace only (Modal's is the whole filesystem).
 
 It answers only what the SDK calls for sandboxes (``App.lookup``, ``Image.from_registry`` /
 ``from_id``, ``Sandbox.create/from_id/list/poll/wait/terminate/exec/tags/tunnels`` and
@@ -308,7 +317,8 @@ class _ControlPlane(api_grpc.ModalClientBase):
         # Images are not built: every emulated sandbox runs on this host's system (the
         # engine's bubblewrap sandbox); the tag is kept only to be reported back.
         image_id = "im-" + secrets.token_hex(11)
-        self.emu.images[image_id] = request.image.dockerfile_commands[0].removeprefix("FROM ")
+        first = next(iter(request.image.dockerfile_commands), "FROM (unnamed)")
+        self.emu.images[image_id] = first.removeprefix("FROM ")
         success = api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS)
         await stream.send_message(
             api_pb2.ImageGetOrCreateResponse(image_id=image_id, result=success)
