@@ -8,7 +8,9 @@ provider's emulator on 127.0.0.1 (a fake of the service, backed by local sandbox
 figures are sandbank's overhead over the SDK, not the cloud's speed. With ``--json`` the last
 line is one JSON object with a ``targets`` map keyed ``<provider>.<op>_p50_ratio``.
 
-Targets: create+destroy and exec p50 <= 1.2x raw; file transfer <= 1.5x raw.
+Targets: create+destroy and exec p50 <= 1.2x raw; file transfer <= 1.5x raw. With
+``--snapshots`` it also restores the standard workspace (``../shared/bench/workspace.py``,
+``--profile``) from a snapshot store into a sandbox and snapshots it back (report only).
 To add a provider: write its ``raw_<name>`` ops and its emulator context, add a ``Cloud``.
 """
 
@@ -20,7 +22,10 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
@@ -153,10 +158,45 @@ CLOUDS = {
 }
 
 
-async def bench(name: str, cloud: Cloud, rounds: int, report: dict[str, Any]) -> None:
+async def snapshot_round_trip(name: str, workspace: Path, root: Path) -> dict[str, float]:
+    """Seconds to restore ``workspace`` from a store into a sandbox, and to snapshot it back."""
+    from sandbank import get_provider
+    from sandbank.snapshots import SnapshotStore
+
+    store = await SnapshotStore.open(f"file://{root}/store", cache_dir=False)
+    provider = get_provider(name)
+    try:
+        record = await store.snapshot(workspace)
+        async with provider.sandbox() as box:
+            started = time.perf_counter()
+            await store.restore(record.id, box)
+            restored = time.perf_counter() - started
+            started = time.perf_counter()
+            await store.snapshot(box)
+            snapshotted = time.perf_counter() - started
+    finally:
+        await store.aclose()
+        await provider.aclose()
+    print(f"  snapshot round trip: restore {restored:.2f}s, snapshot {snapshotted:.2f}s")
+    return {"restore_s": round(restored, 3), "snapshot_s": round(snapshotted, 3)}
+
+
+def make_workspace(profile: str, into: Path) -> Path:
+    tool = Path(__file__).resolve().parents[2] / "shared" / "bench" / "workspace.py"
+    if not tool.exists():
+        tool = Path("/work/shared/bench/workspace.py")
+    target = into / f"ws-{profile}"
+    command = [sys.executable, str(tool), "make", str(target), "--profile", profile]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return target
+
+
+async def bench(
+    name: str, cloud: Cloud, rounds: int, report: dict[str, Any], profile: str | None
+) -> None:
     root = Path(tempfile.mkdtemp(prefix=f"sandbank-bench-{name}-"))
     try:
-        with cloud.emulator(root) as env:
+        with cloud.emulator(root / "emulator") as env:
             os.environ.update(env)
             ours: dict[str, Any] = {}
             raw: dict[str, Any] = {}
@@ -164,6 +204,12 @@ async def bench(name: str, cloud: Cloud, rounds: int, report: dict[str, Any]) ->
                 for op in TARGETS:
                     n = rounds * 2 if op == "exec" else rounds
                     ours[op], raw[op] = await measure_pair(n, our_ops[op], raw_ops[op])
+            if profile is not None:
+                workspace = make_workspace(profile, root)
+                report.setdefault("snapshots", {})[name] = {
+                    "profile": profile,
+                    **await snapshot_round_trip(name, workspace, root),
+                }
     finally:
         shutil.rmtree(root, ignore_errors=True)
     report["providers"][name] = {"sandbank": ours, "raw": raw}
@@ -187,6 +233,8 @@ async def main() -> None:
     parser.add_argument("--provider", choices=[*CLOUDS, "all"], default="all")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
+    parser.add_argument("--snapshots", action="store_true", help="also a snapshot round trip")
+    parser.add_argument("--profile", default="medium", choices=["small", "medium", "large"])
     args = parser.parse_args()
     names = list(CLOUDS) if args.provider == "all" else [args.provider]
     require(
@@ -197,7 +245,8 @@ async def main() -> None:
     print(f"Measures {NOTE}.")
     report: dict[str, Any] = {"rounds": args.rounds, "note": NOTE, "providers": {}, "targets": {}}
     for name in names:
-        await bench(name, CLOUDS[name], args.rounds, report)
+        profile = args.profile if args.snapshots else None
+        await bench(name, CLOUDS[name], args.rounds, report, profile)
     if args.json:
         print(json.dumps(report))
 

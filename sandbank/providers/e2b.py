@@ -85,8 +85,14 @@ def _sdk() -> Any:
 
 
 def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> SandbankError:
-    """The sandbank error for an exception of the E2B SDK (or of its transport)."""
+    """The sandbank error for an exception of the E2B SDK (or of its transport).
+
+    Bad credentials and bad requests are ``ConfigurationError`` (not retryable); rate
+    limits, timeouts, 5xx and broken connections are retryable ``ProviderError``; a sandbox
+    gone under a handle is ``SandboxLost``; a missing file ``PathNotFound``.
+    """
     e2b = _sdk()
+    import httpx  # the SDK's transport types
     from connectrpc.errors import ConnectError
 
     message = f"E2B: {exc}"
@@ -99,7 +105,9 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
     if isinstance(exc, e2b.RateLimitException):
         return ProviderError(f"{message}; slow down and retry", retryable=True)
     if isinstance(exc, e2b.SandboxNotRunningException | e2b.SandboxNotFoundException):
-        return SandboxLost(sandbox_id, str(exc)) if sandbox_id else SandboxNotFound("e2b", "")
+        if sandbox_id:
+            return SandboxLost(sandbox_id, str(exc))
+        return SandboxNotFound("e2b", "(unknown)")
     if isinstance(exc, e2b.FileNotFoundException):
         return PathNotFound(path or str(exc), sandbox_id)
     if isinstance(exc, e2b.NotFoundException):
@@ -116,7 +124,7 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
         | e2b.GuestUnresponsiveException
         | e2b.ServiceBusyException
         | ConnectError
-        | ConnectionError
+        | httpx.TransportError
         | OSError,
     ):
         return ProviderError(f"{message}; the call can be retried", retryable=True)
@@ -134,21 +142,14 @@ def map_e2b_error(exc: BaseException, sandbox_id: str = "", path: str = "") -> S
         | e2b.GitUpstreamException,
     ):
         return ProviderError(f"{message}; sandbank does not use this E2B API", retryable=False)
-    import httpx  # the SDK's dependency
-
-    if isinstance(exc, httpx.TransportError):
-        return ProviderError(f"{message}; the connection failed, retry", retryable=True)
     return ProviderError(f"{message} ({type(exc).__name__})", retryable=False)
 
 
 @contextlib.contextmanager
 def _errors(sandbox_id: str = "", path: str = "") -> Iterator[None]:
-    e2b = _sdk()
     try:
         yield
     except SandbankError:
-        raise
-    except e2b.CommandExitException:
         raise
     except Exception as exc:
         raise map_e2b_error(exc, sandbox_id, path) from exc
@@ -211,6 +212,8 @@ class E2BSandbox(Sandbox):
             # Our own deadline: the SDK's would only end the stream. Kill the process itself.
             with contextlib.suppress(Exception):
                 await handle.kill()
+            with contextlib.suppress(Exception):
+                await handle.disconnect()
             raise ExecTimeout(request.argv, request.timeout or 0, output.result(137)) from None
         except Exception as exc:
             raise map_e2b_error(exc, self.id) from exc
@@ -250,12 +253,21 @@ class E2BSandbox(Sandbox):
     # -- files ------------------------------------------------------------------------------
 
     async def _read_file(self, path: str) -> bytes:
-        (target,) = await self._resolve(("f", path))
-        target.check(allow_missing=False)
-        if target.kind == "dir":
-            raise ConfigurationError(f"{path!r} is a directory; read a file")
+        # Reading has no side effect, so it starts at once and its bytes are used only
+        # once the path is known to stay in the workspace.
+        read = asyncio.ensure_future(self.sdk.files.read(self._abs(path), format="bytes"))
+        try:
+            (target,) = await self._resolve(("f", path))
+            target.check(allow_missing=False)
+            if target.kind == "dir":
+                raise ConfigurationError(f"{path!r} is a directory; read a file")
+        except BaseException:
+            read.cancel()
+            with contextlib.suppress(BaseException):
+                await read
+            raise
         with _errors(self.id, path):
-            return bytes(await self.sdk.files.read(target.real, format="bytes"))
+            return bytes(await read)
 
     async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
         (target,) = await self._resolve(("f", path))
@@ -422,6 +434,7 @@ class E2BProvider(Provider):
             self._params["request_timeout"] = request_timeout
         if retries is not None:
             self._params["retries"] = retries
+        self._ours: set[str] = set()  # ids known to be sandbank's (created or attached here)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -458,6 +471,7 @@ class E2BProvider(Provider):
                 **opts,
             )
         box = E2BSandbox(self, sdk, manifest)
+        self._ours.add(box.id)
         try:
             if manifest.workdir != ".":
                 await box.mkdir(manifest.workdir)
@@ -480,6 +494,7 @@ class E2BProvider(Provider):
         """A handle on an existing sandbox; a paused one is resumed (E2B's ``connect``)."""
         info = await self._sdk_info(sandbox_id)
         sdk = await self._connect(sandbox_id)
+        self._ours.add(sandbox_id)
         return E2BSandbox(self, sdk, Manifest.parse(json.loads(info.metadata[MANIFEST_KEY])))
 
     async def _sdk_info(self, sandbox_id: str) -> Any:
@@ -524,9 +539,11 @@ class E2BProvider(Provider):
 
     async def destroy(self, sandbox_id: str) -> None:
         e2b = _sdk()
-        await self._sdk_info(sandbox_id)
+        if sandbox_id not in self._ours:
+            await self._sdk_info(sandbox_id)  # refuses a sandbox that is not sandbank's
         with _errors():
             killed = await e2b.AsyncSandbox.kill(sandbox_id, **self._opts())
+        self._ours.discard(sandbox_id)
         if not killed:
             raise SandboxNotFound(self.name, sandbox_id)
         log.info("destroyed E2B sandbox %s", sandbox_id)

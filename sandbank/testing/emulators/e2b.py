@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import secrets
+import shutil
 import signal
 import stat
 import tempfile
@@ -62,15 +63,9 @@ class Fault:
 
 
 @dataclass
-class _Process:
-    proc: asyncio.subprocess.Process
-    stdin: bool
-
-
-@dataclass
 class _State:
     token: str
-    processes: dict[int, _Process] = field(default_factory=dict)
+    processes: dict[int, asyncio.subprocess.Process] = field(default_factory=dict)
     template: str = "base"
     timeout: int = 300
     allow_internet: bool = True
@@ -262,6 +257,7 @@ class E2BEmulator:
             state=SandboxState(sandbox.state),
             metadata=dict(sandbox.metadata),
             envd_access_token=self._state_of(sandbox.id).token,
+            allow_internet_access=self._state_of(sandbox.id).allow_internet,
         )
         return detail.to_dict()
 
@@ -295,8 +291,8 @@ class E2BEmulator:
         return listed  # one page: the fake never sends x-next-token
 
     def _kill_processes(self, sandbox_id: str) -> None:
-        for running in self._state_of(sandbox_id).processes.values():
-            _kill_group(running.proc)
+        for proc in self._state_of(sandbox_id).processes.values():
+            _kill_group(proc)
 
     # -- processes (used by _ProcessService) --------------------------------------------------
 
@@ -317,10 +313,10 @@ class E2BEmulator:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        self._state_of(sandbox.id).processes[proc.pid] = _Process(proc, stdin)
+        self._state_of(sandbox.id).processes[proc.pid] = proc
         return proc
 
-    def process(self, sandbox: EmulatedSandbox, pid: int) -> _Process:
+    def process(self, sandbox: EmulatedSandbox, pid: int) -> asyncio.subprocess.Process:
         from connectrpc.code import Code
         from connectrpc.errors import ConnectError
 
@@ -461,18 +457,18 @@ class _ProcessService(_ProcessProtocol):
 
         running = self.emulator.process(self._sandbox(ctx), request.process.selector.value)
         data = request.input.input.value if request.input.input is not None else b""
-        if running.proc.stdin is not None:
+        if running.stdin is not None:
             with contextlib.suppress(ConnectionError):
-                running.proc.stdin.write(data)
-                await running.proc.stdin.drain()
+                running.stdin.write(data)
+                await running.stdin.drain()
         return process_pb.SendInputResponse()
 
     async def close_stdin(self, request: Any, ctx: Any) -> Any:
         from e2b.envd.process import process_pb
 
         running = self.emulator.process(self._sandbox(ctx), request.process.selector.value)
-        if running.proc.stdin is not None:
-            running.proc.stdin.close()
+        if running.stdin is not None:
+            running.stdin.close()
         return process_pb.CloseStdinResponse()
 
     async def send_signal(self, request: Any, ctx: Any) -> Any:
@@ -481,7 +477,7 @@ class _ProcessService(_ProcessProtocol):
         running = self.emulator.process(self._sandbox(ctx), request.process.selector.value)
         # Guess: whether envd signals the process or its whole group is not documented;
         # the fake signals the group (the sandbox's pid namespace goes with it).
-        _kill_group(running.proc, int(request.signal) or signal.SIGKILL)
+        _kill_group(running, int(request.signal) or signal.SIGKILL)
         return process_pb.SendSignalResponse()
 
 
@@ -773,11 +769,13 @@ def main() -> None:  # pragma: no cover - manual use
     for name, value in environment(server, emulator).items():
         print(f"export {name}={value}")
     print("# a fake of E2B, not the service; Ctrl-C stops it", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             signal.pause()
     except KeyboardInterrupt:
         server.stop(emulator.engine.aclose)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,6 +142,12 @@ class EmulatorServer:
         self._ready = concurrent.futures.Future[None]()
 
     def start(self, timeout: float = 30.0) -> EmulatorServer:
+        try:
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "the cloud emulators serve with uvicorn: pip install 'sandbank[emulators]'"
+            ) from None
         self._thread = threading.Thread(target=self._run, name=f"emulator-{self.port}", daemon=True)
         self._thread.start()
         self._ready.result(timeout)
