@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import math
 import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, NoReturn
@@ -33,6 +32,7 @@ import modal
 import modal.exception
 from grpclib import GRPCError, Status
 
+from sandbank._streams import SyncReader
 from sandbank.errors import (
     ConfigurationError,
     ExecTimeout,
@@ -439,11 +439,8 @@ class ModalSandbox(Sandbox):
     async def _import_tar(self, stream: AsyncIterator[bytes]) -> None:
         # Every member checked before any byte reaches the sandbox; the parents the archive
         # does not make are resolved in the sandbox in one command (symlinks already there).
-        with tempfile.TemporaryFile() as raw:
-            async for chunk in stream:
-                await asyncio.to_thread(raw.write, chunk)
-            raw.seek(0)
-            spool, unchecked = await asyncio.to_thread(spool_checked_tar, raw)
+        reader = SyncReader(stream, asyncio.get_running_loop())
+        spool, unchecked = await asyncio.to_thread(spool_checked_tar, reader)  # type: ignore[arg-type]
         with spool:
             if unchecked:
                 listed = "".join(f"{rel}\0" for rel in sorted(unchecked)).encode()
