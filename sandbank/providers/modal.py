@@ -88,12 +88,17 @@ RETRYABLE = {
 
 
 def map_modal_error(
-    exc: BaseException, *, sandbox_id: str | None = None, lost: bool = False
+    exc: BaseException,
+    *,
+    sandbox_id: str | None = None,
+    lost: bool = False,
+    image: str | None = None,
 ) -> SandbankError:
     """The sandbank error for an exception of the Modal SDK or its transport (grpclib).
 
     ``lost``: the call was on a sandbox this handle had (a missing or finished sandbox is
-    then ``SandboxLost``, not ``SandboxNotFound``).
+    then ``SandboxLost``, not ``SandboxNotFound``). ``image``: the call created a sandbox
+    from this image (a missing one is then the caller's ``ConfigurationError``).
     """
     where = f" (sandbox {sandbox_id!r})" if sandbox_id else ""
     ex = modal.exception
@@ -110,6 +115,11 @@ def map_modal_error(
     if isinstance(exc, ex.NotFoundError | ex.SandboxTerminatedError) or _status(exc) in (
         Status.NOT_FOUND,
     ):
+        if image is not None:
+            return ConfigurationError(
+                f"Modal has no image {image!r} ({exc}); name a registry image or an im- id "
+                f"from snapshot_filesystem() in the manifest's image (hint 'modal')"
+            )
         if sandbox_id and lost:
             return SandboxLost(sandbox_id, f"Modal no longer has it ({exc})")
         if sandbox_id:
@@ -179,11 +189,13 @@ MODAL_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @contextlib.contextmanager
-def modal_errors(sandbox_id: str | None = None, *, lost: bool = False) -> Iterator[None]:
+def modal_errors(
+    sandbox_id: str | None = None, *, lost: bool = False, image: str | None = None
+) -> Iterator[None]:
     try:
         yield
     except MODAL_ERRORS as exc:
-        raise map_modal_error(exc, sandbox_id=sandbox_id, lost=lost) from exc
+        raise map_modal_error(exc, sandbox_id=sandbox_id, lost=lost, image=image) from exc
 
 
 # -- files as commands (GNU coreutils, findutils and tar in the image) -------------------
@@ -621,7 +633,7 @@ class ModalProvider(Provider):
             TAG_IMAGE: image_name,
         }
         resources = manifest.resources
-        with modal_errors():
+        with modal_errors(image=image_name):
             sb = await modal.Sandbox.create.aio(
                 "sleep",
                 "infinity",
