@@ -12,8 +12,7 @@ it and prints those variables; in pytest, the ``modal_emulator`` fixture of
 ``sandbank.testing.emulators.fixtures`` sets them for one test.
 
 What it does not emulate: images (every sandbox runs on this host's system in bubblewrap;
-the image name is only reported back), resource limits, tunnels that carry traffic, PTYs,
-and a command's stdin while it runs (the command starts once the client closes stdin).
+the image name is only reported back), resource limits, tunnels that carry traffic, PTYs.
 A filesystem snapshot is the workspace only (Modal's is the whole filesystem).
 
 It answers only what the SDK calls for sandboxes (``App.lookup``, ``Image.from_registry`` /
@@ -40,8 +39,12 @@ from grpclib.server import Server, Stream
 from modal_proto import api_grpc, api_pb2, task_command_router_grpc
 from modal_proto import task_command_router_pb2 as sr_pb2
 
-from sandbank.errors import ExecTimeout, SandbankError
-from sandbank.testing.emulators.engine import EmulatedNotFound, EmulatedSandbox, EmulatorEngine
+from sandbank.testing.emulators.engine import (
+    EmulatedNotFound,
+    EmulatedSandbox,
+    EmulatorEngine,
+    kill_process_group,
+)
 
 __all__ = ["Fault", "ModalEmulator"]
 
@@ -78,17 +81,18 @@ def _jwt(seconds: float) -> str:
 
 @dataclass
 class _Exec:
-    """One command: the engine runs it once stdin is closed (see ``TaskExecStdinWrite*``)."""
+    """One running command, a process in the sandbox, with its output kept for reads from
+    any offset (a reconnecting client resumes where it stopped)."""
 
-    argv: list[str]
-    cwd: str
-    env: dict[str, str]
-    timeout: float | None
-    stdin: bytearray = field(default_factory=bytearray)
+    proc: asyncio.subprocess.Process
+    written: int = 0
+    """Bytes of stdin accepted so far (the client's write offsets count from 0)."""
+    closed: bool = False
     out: dict[int, bytearray] = field(default_factory=lambda: {0: bytearray(), 1: bytearray()})
     code: int | None = None
     task: asyncio.Task[None] | None = None
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    stdin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 @dataclass
@@ -170,9 +174,9 @@ class ModalEmulator:
         self._thread.join(10)
 
     async def _stop(self) -> None:
-        tasks = [p.task for box in self.boxes.values() for p in box.execs.values() if p.task]
-        for task in tasks:
-            task.cancel()
+        tasks = [ex.task for box in self.boxes.values() for ex in box.execs.values() if ex.task]
+        for box in self.boxes.values():
+            self.kill_execs(box)
         await asyncio.gather(*tasks, return_exceptions=True)
         for server in self._servers:
             server.close()
@@ -252,6 +256,7 @@ class ModalEmulator:
                 self.engine.get(box.sandbox.id)
             except EmulatedNotFound:
                 box.result = api_pb2.GenericResult(status=TERMINATED, exitcode=137)
+                self.kill_execs(box)
         return box.result
 
     def info(self, box: _Box) -> api_pb2.SandboxInfo:
@@ -264,7 +269,12 @@ class ModalEmulator:
             task_info=api_pb2.TaskInfo(id=box.task_id, started_at=box.sandbox.created_at),
         )
 
+    def kill_execs(self, box: _Box) -> None:
+        for ex in box.execs.values():
+            kill_process_group(ex.proc)
+
     async def terminate(self, box: _Box) -> None:
+        self.kill_execs(box)
         if box.result is None:
             box.result = api_pb2.GenericResult(status=TERMINATED, exitcode=137)
             assert self.engine is not None
@@ -456,127 +466,138 @@ class _Router(task_command_router_grpc.TaskCommandRouterBase):
         box = self.emu.running(request.task_id)
         if request.HasField("pty_info"):
             raise GRPCError(Status.UNIMPLEMENTED, "the Modal emulator has no PTY")
+        if request.exec_id in box.execs:  # the exec id is an idempotency key
+            await stream.send_message(sr_pb2.TaskExecStartResponse())
+            return
         workdir = request.workdir if request.HasField("workdir") else HOME
-        try:
-            cwd = box.sandbox.path(workdir)
-        except SandbankError as exc:
-            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from None
-        timeout = float(request.timeout_secs) if request.HasField("timeout_secs") else None
+        if not box.sandbox.inside(workdir):
+            raise GRPCError(Status.INVALID_ARGUMENT, f"workdir {workdir!r} is outside {HOME}")
         env = dict(request.env)
         for source in request.secret_sources:  # the SDK sends exec(env=...) as one of these
             env.update(source.env.contents)
-        if request.exec_id not in box.execs:  # the exec id is an idempotency key
-            box.execs[request.exec_id] = _Exec(list(request.command_args), cwd, env, timeout)
+        # guess: a workdir that does not exist fails the command (bubblewrap's chdir error)
+        proc = await box.sandbox.start_process(list(request.command_args), cwd=workdir, env=env)
+        ex = box.execs[request.exec_id] = _Exec(proc)
+        timeout = float(request.timeout_secs) if request.HasField("timeout_secs") else None
+        ex.task = asyncio.ensure_future(self._run(ex, timeout))
         await stream.send_message(sr_pb2.TaskExecStartResponse())
 
-    def _feed(self, box: _Box, proc: _Exec, data: bytes, eof: bool) -> None:
-        proc.stdin += data
-        if eof and proc.task is None:
-            # Deviation: the engine's sandboxes take stdin whole, so the fake starts the
-            # command when the client closes stdin (the real router starts it at once).
-            proc.task = asyncio.ensure_future(self._run(box, proc))
+    async def _run(self, ex: _Exec, timeout: float | None) -> None:
+        async def collect(fd: int, reader: asyncio.StreamReader) -> None:
+            while chunk := await reader.read(1 << 16):
+                ex.out[fd] += chunk
+                async with ex.changed:
+                    ex.changed.notify_all()
 
-    async def _run(self, box: _Box, proc: _Exec) -> None:
-        async def collect(kind: str, data: bytes) -> None:
-            proc.out[0 if kind == "stdout" else 1] += data
-            async with proc.changed:
-                proc.changed.notify_all()
-
+        assert ex.proc.stdout is not None and ex.proc.stderr is not None
+        readers = [
+            asyncio.ensure_future(collect(0, ex.proc.stdout)),
+            asyncio.ensure_future(collect(1, ex.proc.stderr)),
+        ]
         try:
-            result = await box.sandbox.box.exec(
-                proc.argv,
-                cwd=proc.cwd,
-                env=proc.env,
-                stdin=bytes(proc.stdin),
-                timeout=proc.timeout,
-                on_output=collect,
-            )
-            code = result.exit_code
-        except ExecTimeout:
-            code = 137  # guess: the router kills a command past timeout_secs with SIGKILL
-        except SandbankError as exc:
-            # guess: a workdir that does not exist fails the command like a shell's cd
-            proc.out[1] += f"{exc}\n".encode()
-            code = 1
-        proc.code = code
-        async with proc.changed:
-            proc.changed.notify_all()
+            try:
+                async with asyncio.timeout(timeout):
+                    await ex.proc.wait()
+            except TimeoutError:
+                pass  # guess: the router kills a command past timeout_secs with SIGKILL
+            kill_process_group(ex.proc)  # the command's children too
+            code = await ex.proc.wait()
+            await asyncio.wait(readers, timeout=5)  # a stray holder of a pipe is dead too
+        finally:
+            for reader in readers:
+                reader.cancel()
+            kill_process_group(ex.proc)
+        ex.code = 128 - code if code < 0 else code
+        async with ex.changed:
+            ex.changed.notify_all()
+
+    async def _feed(self, ex: _Exec, offset: int, data: bytes, eof: bool) -> None:
+        """Write the part of ``data`` (sent from ``offset``) not written yet; a retried
+        write repeats bytes the fake already has."""
+        async with ex.stdin_lock:
+            fresh = data[max(0, ex.written - offset) :] if offset <= ex.written else b""
+            if offset > ex.written:
+                raise GRPCError(Status.FAILED_PRECONDITION, "stdin offset ahead of the data")
+            stdin = ex.proc.stdin
+            if fresh and not ex.closed and stdin is not None:
+                with contextlib.suppress(ConnectionError):  # the command stopped reading
+                    stdin.write(fresh)
+                    await stdin.drain()
+            ex.written += len(fresh)
+            if eof and not ex.closed and stdin is not None:
+                ex.closed = True
+                stdin.close()
 
     async def TaskExecStdinWrite(self, stream: Stream[Any, Any]) -> None:
         request = await self._request("TaskExecStdinWrite", stream)
-        box, proc = self._exec(request.task_id, request.exec_id)
-        if request.offset == len(proc.stdin):  # a retried write arrives with an old offset
-            self._feed(box, proc, request.data, request.eof)
-        elif request.eof:
-            self._feed(box, proc, b"", True)
+        _, ex = self._exec(request.task_id, request.exec_id)
+        await self._feed(ex, request.offset, request.data, request.eof)
         await stream.send_message(sr_pb2.TaskExecStdinWriteResponse())
 
     async def TaskExecStdinWriteStream(self, stream: Stream[Any, Any]) -> None:
         first = await self._request("TaskExecStdinWriteStream", stream)
         if first.WhichOneof("payload") != "start":
             raise GRPCError(Status.INVALID_ARGUMENT, "the first message must be start")
-        box, proc = self._exec(first.start.task_id, first.start.exec_id)
-        if first.start.offset != len(proc.stdin):
-            raise GRPCError(Status.FAILED_PRECONDITION, "stdin offset mismatch")
+        _, ex = self._exec(first.start.task_id, first.start.exec_id)
+        offset = first.start.offset
         async for message in stream:
             kind = message.WhichOneof("payload")
             if kind == "end":
-                self._feed(box, proc, b"", True)
+                await self._feed(ex, offset, b"", True)
                 break
             if kind != "data":
                 raise GRPCError(Status.INVALID_ARGUMENT, "expected data or end")
-            self._feed(box, proc, message.data, False)
+            await self._feed(ex, offset, message.data, False)
+            offset += len(message.data)
         await stream.send_message(sr_pb2.TaskExecStdinWriteStreamResponse())
 
     async def TaskExecStdinStatus(self, stream: Stream[Any, Any]) -> None:
         request = await self._request("TaskExecStdinStatus", stream)
-        _, proc = self._exec(request.task_id, request.exec_id)
+        _, ex = self._exec(request.task_id, request.exec_id)
         await stream.send_message(
-            sr_pb2.TaskExecStdinStatusResponse(
-                num_bytes_written=len(proc.stdin), closed=proc.task is not None
-            )
+            sr_pb2.TaskExecStdinStatusResponse(num_bytes_written=ex.written, closed=ex.closed)
         )
 
     async def TaskExecStdioRead(self, stream: Stream[Any, Any]) -> None:
         request = await self._request("TaskExecStdioRead", stream)
-        _, proc = self._exec(request.task_id, request.exec_id)
+        _, ex = self._exec(request.task_id, request.exec_id)
         fd = 0 if request.file_descriptor == sr_pb2.TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDOUT else 1
         offset = request.offset  # a reconnecting client resumes where it stopped
         while True:
-            buf = proc.out[fd]
+            buf = ex.out[fd]
             if offset < len(buf):
                 chunk = bytes(buf[offset : offset + (1 << 20)])
                 offset += len(chunk)
                 await stream.send_message(sr_pb2.TaskExecStdioReadResponse(data=chunk))
                 continue
-            if proc.code is not None:
+            if ex.code is not None:
                 return
-            async with proc.changed:
-                if offset >= len(proc.out[fd]) and proc.code is None:
-                    await proc.changed.wait()
+            async with ex.changed:
+                if offset >= len(ex.out[fd]) and ex.code is None:
+                    await ex.changed.wait()
 
-    async def _wait(self, proc: _Exec, seconds: float) -> None:
+    async def _wait(self, ex: _Exec, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
-                async with proc.changed:
-                    await proc.changed.wait_for(lambda: proc.code is not None)
+                async with ex.changed:
+                    await ex.changed.wait_for(lambda: ex.code is not None)
 
     async def TaskExecWait(self, stream: Stream[Any, Any]) -> None:
         request = await self._request("TaskExecWait", stream)
-        _, proc = self._exec(request.task_id, request.exec_id)
+        _, ex = self._exec(request.task_id, request.exec_id)
         # guess: the router long-polls; the SDK retries DEADLINE_EXCEEDED until its deadline
-        await self._wait(proc, 50)
-        if proc.code is None:
+        await self._wait(ex, 50)
+        if ex.code is None:
             raise GRPCError(Status.DEADLINE_EXCEEDED, "exec still running")
-        await stream.send_message(_exit(sr_pb2.TaskExecWaitResponse, proc.code))
+        await stream.send_message(_exit(sr_pb2.TaskExecWaitResponse, ex.code))
 
     async def TaskExecPoll(self, stream: Stream[Any, Any]) -> None:
         request = await self._request("TaskExecPoll", stream)
-        _, proc = self._exec(request.task_id, request.exec_id)
-        if proc.code is None:
+        _, ex = self._exec(request.task_id, request.exec_id)
+        if ex.code is None:
             await stream.send_message(sr_pb2.TaskExecPollResponse())
         else:
-            await stream.send_message(_exit(sr_pb2.TaskExecPollResponse, proc.code))
+            await stream.send_message(_exit(sr_pb2.TaskExecPollResponse, ex.code))
 
     async def TaskSnapshotFilesystem(self, stream: Stream[Any, Any]) -> None:
         request = await self._request("TaskSnapshotFilesystem", stream)

@@ -4,6 +4,7 @@ sandbank's back, Modal's native filesystem snapshot."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator
@@ -282,3 +283,24 @@ async def test_tunnels_of_declared_ports(emulator: ModalEmulator) -> None:
             assert all(url.startswith("https://") for url in urls.values())
         finally:
             await provider.destroy(box.id)
+
+
+async def test_emulator_runs_a_command_while_its_stdin_is_open(
+    provider: ModalProvider, box: ModalSandbox
+) -> None:
+    """Through the raw SDK, as user code would: the command answers a line of stdin while
+    stdin is still open, and a command given no stdin at all finishes on its own."""
+    proc = await box.sb.exec.aio("sh", "-c", "read x; echo got $x; read y; echo then $y")
+    proc.stdin.write(b"one\n")
+    await proc.stdin.drain.aio()
+    async with asyncio.timeout(30):
+        first = await anext(aiter(proc.stdout))
+    assert first == "got one\n"
+    proc.stdin.write(b"two\n")
+    proc.stdin.write_eof()
+    await proc.stdin.drain.aio()
+    assert await proc.wait.aio() == 0
+    assert await proc.stdout.read.aio() == "then two\n"
+    quiet = await box.sb.exec.aio("true")
+    async with asyncio.timeout(30):
+        assert await quiet.wait.aio() == 0
