@@ -30,8 +30,9 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from grpclib import GRPCError, Status
@@ -138,7 +139,7 @@ class ModalEmulator:
         self.engine: EmulatorEngine | None = None
         self.boxes: dict[str, _Box] = {}
         self.images: dict[str, str] = {}  # image id -> tag, or the sandbox it was snapshotted from
-        self.snapshots: dict[str, bytes] = {}  # image id -> the workspace tar of a snapshot
+        self.snapshots: dict[str, Path] = {}  # image id -> the workspace tar of a snapshot
         self.faults: list[Fault] = []
         self.calls: list[str] = []
         self._loop = asyncio.new_event_loop()
@@ -352,7 +353,7 @@ class _ControlPlane(api_grpc.ModalClientBase):
         assert self.emu.engine is not None
         sandbox = await self.emu.engine.create(env=env, network=not blocked)
         if definition.image_id in self.emu.snapshots:
-            await sandbox.box.import_tar(self.emu.snapshots[definition.image_id])
+            await sandbox.box.import_tar(_read_file(self.emu.snapshots[definition.image_id]))
         if definition.workdir and definition.workdir != HOME:
             await sandbox.box.mkdir(sandbox.path(definition.workdir))
         # guess: V2 ids; anything but "sb-" + 22 base62 characters makes the SDK use V2
@@ -605,12 +606,20 @@ class _Router(task_command_router_grpc.TaskCommandRouterBase):
         # The image is the sandbox's workspace as a tar, kept by the emulator: a sandbox
         # created from it starts with those files (the rest of the system is the host's).
         image_id = "im-" + secrets.token_hex(11)
-        data = bytearray()
-        async for chunk in box.sandbox.box.export_tar():
-            data += chunk
+        target = Path(self.emu.engine_root) / "snapshots" / f"{image_id}.tar"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as out:
+            async for chunk in box.sandbox.box.export_tar():
+                await asyncio.to_thread(out.write, chunk)
         self.emu.images[image_id] = f"snapshot of {box.sandbox_id}"
-        self.emu.snapshots[image_id] = bytes(data)
+        self.emu.snapshots[image_id] = target
         await stream.send_message(sr_pb2.TaskSnapshotFilesystemResponse(image_id=image_id))
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while chunk := await asyncio.to_thread(source.read, 1 << 20):
+            yield chunk
 
 
 def _exit(cls: Any, code: int) -> Any:
