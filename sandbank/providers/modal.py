@@ -659,8 +659,8 @@ class ModalProvider(Provider):
             raise
         return box
 
-    async def _lookup(self, sandbox_id: str) -> tuple[Any, dict[str, str]]:
-        """The SDK's sandbox and its tags; ``SandboxNotFound`` unless it runs and is ours."""
+    async def _running(self, sandbox_id: str) -> Any:
+        """The SDK's sandbox; ``SandboxNotFound`` unless it exists and runs."""
         client, _ = await self._connect()
         with modal_errors(sandbox_id):
             try:
@@ -669,6 +669,12 @@ class ModalProvider(Provider):
                 raise SandboxNotFound(self.name, sandbox_id) from None
             if sb.returncode is not None:  # from_id read the result: it has finished
                 raise SandboxNotFound(self.name, sandbox_id)
+        return sb
+
+    async def _lookup(self, sandbox_id: str) -> tuple[Any, dict[str, str]]:
+        """The SDK's sandbox and its tags; ``SandboxNotFound`` unless it runs and is ours."""
+        sb = await self._running(sandbox_id)
+        with modal_errors(sandbox_id):
             tags = await sb.get_tags.aio()
         if tags.get(TAG) != "1":
             raise SandboxNotFound(self.name, sandbox_id)
@@ -690,7 +696,9 @@ class ModalProvider(Provider):
         return infos
 
     async def destroy(self, sandbox_id: str) -> None:
-        sb, _ = await self._lookup(sandbox_id)
+        # The id is explicit, so a running Modal sandbox not made by sandbank is destroyed
+        # too (list shows only sandbank's); one RPC less than checking its tags.
+        sb = await self._running(sandbox_id)
         with modal_errors(sandbox_id):
             await sb.terminate.aio()
 
