@@ -395,6 +395,16 @@ class E2BSandbox(Sandbox):
             return SandboxStatus.LOST
         return info.status
 
+    async def snapshot(self) -> str:
+        """E2B's own snapshot of this sandbox (the ``native_snapshot`` capability): its id.
+
+        A manifest naming it as the image for e2b (``{"image": {"hints": {"e2b": id}}}``)
+        creates a sandbox from it. Snapshots outlive the sandbox; E2B bills their storage.
+        """
+        with _errors(self.id):
+            info = await self.sdk.create_snapshot()
+        return str(info.snapshot_id)
+
     async def _pause(self) -> None:
         with _errors(self.id):
             await self.sdk.pause()
@@ -438,7 +448,7 @@ class E2BProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(pause=True, network_policy=True, image=True)
+        return Capabilities(pause=True, native_snapshot=True, network_policy=True, image=True)
 
     @property
     def isolation(self) -> str:
@@ -486,7 +496,10 @@ class E2BProvider(Provider):
         e2b = _sdk()
         with _errors():
             try:
-                return await e2b.AsyncSandbox.connect(sandbox_id, **self._opts())
+                # Each attach or resume gives the sandbox a full lifetime again.
+                return await e2b.AsyncSandbox.connect(
+                    sandbox_id, timeout=self.lifetime, **self._opts()
+                )
             except (e2b.SandboxNotFoundException, e2b.NotFoundException):
                 raise SandboxNotFound(self.name, sandbox_id) from None
 

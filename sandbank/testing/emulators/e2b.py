@@ -25,6 +25,7 @@ import shutil
 import signal
 import stat
 import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,8 @@ class _State:
     template: str = "base"
     timeout: int = 300
     allow_internet: bool = True
+    ends_at: float = 0.0
+    expiry: asyncio.TimerHandle | None = None
 
 
 class _Dropped(Exception):
@@ -96,6 +99,9 @@ class E2BEmulator:
         self.requests: list[tuple[str, str]] = []
         """(method, path) of every request, for tests that count round trips."""
         self._state: dict[str, _State] = {}
+        self._snapshots: dict[str, bytes] = {}
+        self._expiring: set[asyncio.Future[None]] = set()
+        """Snapshot id -> a tar of the workspace (the fake keeps files, not memory)."""
         self._process_app = ProcessASGIApplication(_ProcessService(self))
         self._filesystem_app = FilesystemASGIApplication(_FilesystemService(self))
 
@@ -192,12 +198,16 @@ class E2BEmulator:
                 env=_mapping(request.env_vars),
                 network=allow is not False,
             )
+            snapshot = self._snapshots.get(request.template_id)
+            if snapshot is not None:
+                await sandbox.box.import_tar(snapshot)
             self._state[sandbox.id] = _State(
                 token=secrets.token_hex(16),
                 template=request.template_id,
                 timeout=_unset_none(request.timeout) or 300,
                 allow_internet=allow is not False,
             )
+            self._arm(sandbox.id)
             return 201, self._sandbox_model(sandbox)
         if len(parts) == 1 and method == "GET":
             return 200, self._list(query)
@@ -206,21 +216,32 @@ class E2BEmulator:
         if method == "GET" and not action:
             return 200, self._detail(sandbox)
         if method == "DELETE" and not action:
-            self._kill_processes(sandbox.id)
-            self._state.pop(sandbox.id, None)
-            await self.engine.destroy(sandbox.id)
+            await self._kill(sandbox.id)
             return 204, None
         if method == "POST" and action == "pause":
             if sandbox.state == "paused":
                 return 409, _error(409, f"sandbox {sandbox.id} is already paused")
             await self.engine.pause(sandbox.id)
+            self._disarm(sandbox.id)  # a paused sandbox does not time out (a guess)
             return 204, None
         if method == "POST" and action == "connect":
             resumed = sandbox.state == "paused"
             await self.engine.resume(sandbox.id)
+            if body.get("timeout"):
+                self._state_of(sandbox.id).timeout = int(body["timeout"])
+            self._arm(sandbox.id)
             return (201 if resumed else 200), self._sandbox_model(sandbox)
+        if method == "POST" and action == "snapshots":
+            from e2b.api.client.models import SnapshotInfo
+
+            # Real E2B snapshots memory too; the fake keeps the workspace's files only.
+            data = b"".join([chunk async for chunk in sandbox.box.export_tar()])
+            snapshot_id = f"snapshot-{secrets.token_hex(6)}:default"
+            self._snapshots[snapshot_id] = data
+            return 201, SnapshotInfo(snapshot_id=snapshot_id, names=[snapshot_id]).to_dict()
         if method == "POST" and action == "timeout":
             self._state_of(sandbox.id).timeout = int(body.get("timeout", 0))
+            self._arm(sandbox.id)
             return 204, None
         return 404, _error(404, f"the fake does not emulate {method} {path}")
 
@@ -238,7 +259,8 @@ class E2BEmulator:
 
     def _times(self, sandbox: EmulatedSandbox) -> tuple[datetime.datetime, datetime.datetime]:
         started = datetime.datetime.fromtimestamp(sandbox.created_at, datetime.UTC)
-        return started, started + datetime.timedelta(seconds=self._state_of(sandbox.id).timeout)
+        ends_at = self._state_of(sandbox.id).ends_at or time.time()
+        return started, datetime.datetime.fromtimestamp(ends_at, datetime.UTC)
 
     def _detail(self, sandbox: EmulatedSandbox) -> dict[str, Any]:
         from e2b.api.client.models import SandboxDetail, SandboxState
@@ -290,9 +312,34 @@ class E2BEmulator:
             )
         return listed  # one page: the fake never sends x-next-token
 
-    def _kill_processes(self, sandbox_id: str) -> None:
-        for proc in self._state_of(sandbox_id).processes.values():
-            _kill_group(proc)
+    async def _kill(self, sandbox_id: str) -> None:
+        state = self._state.pop(sandbox_id, None)
+        if state is not None:
+            if state.expiry is not None:
+                state.expiry.cancel()
+            for proc in state.processes.values():
+                _kill_group(proc)
+        await self.engine.destroy(sandbox_id)
+
+    def _arm(self, sandbox_id: str) -> None:
+        """Kill the sandbox when its timeout (its lifetime, from now) runs out, as E2B does."""
+        state = self._state_of(sandbox_id)
+        self._disarm(sandbox_id)
+        state.ends_at = time.time() + state.timeout
+
+        def expire() -> None:
+            if sandbox_id in self._state:
+                task = asyncio.ensure_future(self._kill(sandbox_id))
+                self._expiring.add(task)
+                task.add_done_callback(self._expiring.discard)
+
+        state.expiry = asyncio.get_running_loop().call_later(state.timeout, expire)
+
+    def _disarm(self, sandbox_id: str) -> None:
+        state = self._state_of(sandbox_id)
+        if state.expiry is not None:
+            state.expiry.cancel()
+            state.expiry = None
 
     # -- processes (used by _ProcessService) --------------------------------------------------
 

@@ -4,6 +4,7 @@ behind our back, a disk too small for a file)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import sys
@@ -216,3 +217,40 @@ async def test_attach_unknown_and_foreign_sandboxes(e2b_emulator: E2BFake, bwrap
         assert foreign.id not in [info.id for info in await provider.list()]
     finally:
         e2b_emulator.server.call(e2b_emulator.engine.destroy(foreign.id))
+
+
+async def test_native_snapshot_makes_new_sandboxes(box: E2BSandbox, e2b_emulator: E2BFake) -> None:
+    await box.write_file("src/run.sh", b"#!/bin/sh\necho run\n", mode=0o755)
+    snapshot_id = await box.snapshot()
+    await box.write_file("src/run.sh", b"changed after the snapshot")
+    provider = E2BProvider()
+    copy = await provider.create({"image": {"hints": {"e2b": snapshot_id}}})
+    try:
+        assert (await copy.exec(["./src/run.sh"])).stdout == b"run\n"
+        assert (await copy.info()).image == snapshot_id
+    finally:
+        await copy.destroy()
+
+
+async def test_sandbox_past_its_lifetime_is_lost(e2b_emulator: E2BFake, bwrap: str) -> None:
+    provider = E2BProvider(lifetime=1)
+    box = await provider.create()
+    assert (await box.exec(["true"])).ok
+    await asyncio.sleep(2)
+    with pytest.raises(SandboxLost):
+        await box.exec(["true"])
+    assert await box.status() == SandboxStatus.LOST
+    assert box.id not in [info.id for info in await provider.list()]
+
+
+async def test_attach_renews_the_lifetime(e2b_emulator: E2BFake, bwrap: str) -> None:
+    provider = E2BProvider(lifetime=2)
+    box = await provider.create()
+    try:
+        await asyncio.sleep(1.2)
+        again = await E2BProvider(lifetime=2).attach(box.id)
+        await asyncio.sleep(1.2)  # 2.4 s after create, 1.2 s after attach
+        assert (await again.exec(["echo", "alive"])).stdout == b"alive\n"
+    finally:
+        with contextlib.suppress(SandboxNotFound, SandboxLost):
+            await box.destroy()
