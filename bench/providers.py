@@ -133,9 +133,71 @@ async def raw_daytona() -> AsyncIterator[dict[str, Work]]:
             await sandbox.delete()
 
 
+# -- modal ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def modal_emulator(root: Path) -> Iterator[dict[str, str]]:
+    from sandbank.testing.emulators.modal import ModalEmulator
+
+    with ModalEmulator(str(root)) as emulator:
+        yield emulator.environment()
+
+
+@contextlib.asynccontextmanager
+async def raw_modal() -> AsyncIterator[dict[str, Work]]:
+    """The raw SDK's files are commands too (``filesystem`` runs Modal's fs-tools binary,
+    which the emulator does not have), so the raw transfer is ``cat`` over exec, as ours."""
+    import modal
+
+    client = await modal.Client.from_credentials.aio(
+        os.environ["MODAL_TOKEN_ID"], os.environ["MODAL_TOKEN_SECRET"]
+    )
+    app = await modal.App.lookup.aio("sandbank-bench-raw", create_if_missing=True, client=client)
+    image = modal.Image.from_registry("debian:bookworm-slim")
+    options: dict[str, Any] = {
+        "app": app,
+        "image": image,
+        "client": client,
+        "block_network": True,
+        "workdir": "/workspace",
+    }
+
+    async def create_destroy() -> None:
+        sb = await modal.Sandbox.create.aio("sleep", "infinity", **options)
+        await sb.terminate.aio()
+
+    async def run(*argv: str, stdin: bytes | None = None) -> bytes:
+        proc = await sb.exec.aio(*argv, text=False)
+        if stdin is not None:
+            proc.stdin.write(stdin)
+        proc.stdin.write_eof()
+        await proc.stdin.drain.aio()
+        # both streams, as sandbank returns both
+        out, _ = await asyncio.gather(proc.stdout.read.aio(), proc.stderr.read.aio())
+        await proc.wait.aio()
+        return bytes(out)
+
+    async def transfer() -> None:
+        await run("sh", "-c", "cat > /workspace/blob.bin", stdin=TEN_MIB)
+        assert len(await run("cat", "/workspace/blob.bin")) == len(TEN_MIB)
+
+    sb = await modal.Sandbox.create.aio("sleep", "infinity", **options)
+    try:
+        yield {
+            "create_destroy": create_destroy,
+            "exec": lambda: run("true"),
+            "file_transfer": transfer,
+        }
+    finally:
+        await sb.terminate.aio()
+        await client.close.aio()
+
+
 CLOUDS = {
     "e2b": Cloud(package="e2b", emulator=e2b_emulator, raw=raw_e2b),
     "daytona": Cloud(package="daytona", emulator=daytona_emulator, raw=raw_daytona),
+    "modal": Cloud(package="modal", emulator=modal_emulator, raw=raw_modal),
 }
 
 

@@ -22,11 +22,17 @@ from typing import Any, TypeVar
 
 from sandbank.errors import WorkspacePathError
 from sandbank.manifest import Manifest
-from sandbank.providers.base import Sandbox, normalize_path
+from sandbank.providers.base import ExecRequest, Sandbox, normalize_path
 from sandbank.providers.local import LocalProvider
 from sandbank.testing.services import free_ports
 
-__all__ = ["EmulatedNotFound", "EmulatedSandbox", "EmulatorEngine", "EmulatorServer"]
+__all__ = [
+    "EmulatedNotFound",
+    "EmulatedSandbox",
+    "EmulatorEngine",
+    "EmulatorServer",
+    "kill_process_group",
+]
 
 T = TypeVar("T")
 
@@ -63,6 +69,30 @@ class EmulatedSandbox:
             absolute = f"{self.home}/{absolute}"
         return normalize_path(absolute, self.home)
 
+    async def start_process(
+        self, argv: list[str], *, cwd: str, env: dict[str, str], stdin: bool = True
+    ) -> asyncio.subprocess.Process:
+        """Start ``argv`` in the sandbox (``cwd`` absolute, under ``home``) with pipes, for
+        a wire adapter that streams stdin while the command runs (``box.exec`` takes stdin
+        whole). It runs in a new session: end it with ``kill_process_group``."""
+        request = ExecRequest(
+            argv=argv,
+            cwd=self.path(cwd),
+            env={**self.box.manifest.env, **env},
+            stdin=None,
+            timeout=None,
+        )
+        host_argv, host_cwd, host_env = self.box.host_command(request)  # type: ignore[attr-defined]
+        return await asyncio.create_subprocess_exec(
+            *host_argv,
+            cwd=host_cwd,
+            env=host_env,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+
     def inside(self, absolute: str) -> bool:
         """Whether ``absolute`` is under ``home``."""
         try:
@@ -70,6 +100,12 @@ class EmulatedSandbox:
         except WorkspacePathError:
             return False
         return True
+
+
+def kill_process_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill a process from ``EmulatedSandbox.start_process`` and everything it started."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, 9)
 
 
 class EmulatorEngine:

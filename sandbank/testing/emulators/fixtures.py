@@ -26,6 +26,8 @@ __all__ = [
     "daytona_provider",
     "e2b_emulator",
     "e2b_emulator_server",
+    "modal_emulator",
+    "modal_emulator_server",
 ]
 
 
@@ -90,6 +92,19 @@ def daytona_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield emulator
 
 
+@pytest.fixture(scope="session")
+def modal_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One fake of Modal (control plane and task command router) for the session, a
+    ``sandbank.testing.emulators.modal.ModalEmulator``; needs the ``modal`` SDK and bwrap."""
+    pytest.importorskip(
+        "modal", reason="the modal SDK is not installed (pip install 'sandbank[modal]')"
+    )
+    from sandbank.testing.emulators.modal import ModalEmulator
+
+    with ModalEmulator(str(tmp_path_factory.mktemp("modal-emulator"))) as emulator:
+        yield emulator
+
+
 @pytest.fixture
 def daytona_emulator(daytona_emulator_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The fake of Daytona, with ``DAYTONA_API_URL`` and ``DAYTONA_API_KEY`` pointing the SDK
@@ -110,3 +125,14 @@ async def daytona_provider(daytona_emulator: Any) -> AsyncIterator[Any]:
         yield provider
     finally:
         await provider.aclose()
+
+
+@pytest.fixture
+def modal_emulator(modal_emulator_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake of Modal, with ``MODAL_SERVER_URL``, ``MODAL_TOKEN_ID`` and
+    ``MODAL_TOKEN_SECRET`` pointing the SDK at it for this test; no faults left over."""
+    for name, value in modal_emulator_server.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MODAL_PROFILE", raising=False)
+    modal_emulator_server.clear_faults()
+    return modal_emulator_server

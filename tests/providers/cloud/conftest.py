@@ -6,6 +6,8 @@ from sandbank.testing.emulators.fixtures import (
     daytona_provider,
     e2b_emulator,
     e2b_emulator_server,
+    modal_emulator,
+    modal_emulator_server,
 )
 
 __all__ = [
@@ -14,4 +16,6 @@ __all__ = [
     "daytona_provider",
     "e2b_emulator",
     "e2b_emulator_server",
+    "modal_emulator",
+    "modal_emulator_server",
 ]
