@@ -351,19 +351,18 @@ def _model_retry() -> Any:
     )
 
 
-_STAGED: dict[str, t.BlobRef] = {}
-
-
 async def _staged(data: bytes) -> t.BlobRef:
-    """``data`` in the store through a local activity (its input stays out of history)."""
-    key = f"{workflow.info().run_id}:{hashlib.sha256(data).hexdigest()}"
-    ref = _STAGED.get(key)
+    """``data`` in the store through a local activity (its input stays out of history),
+    once per workflow run (the cache lives on the workflow, so a replay stages it again)."""
+    staged: dict[str, t.BlobRef] = workflow.instance().__dict__.setdefault("_agent_staged", {})
+    key = hashlib.sha256(data).hexdigest()
+    ref = staged.get(key)
     if ref is None:
         ref = await workflow.execute_local_activity(
             t.STAGE_BYTES, t.StageBytesInput(t.b64encode(data), "agent.json"),
             result_type=t.BlobRef, start_to_close_timeout=timedelta(minutes=2),
         )  # fmt: skip
-        _STAGED[key] = ref
+        staged[key] = ref
     return ref
 
 
