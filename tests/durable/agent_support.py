@@ -77,3 +77,16 @@ def broken(ctx: AgentContext) -> SandboxAgent[Any]:
 AGENTS = {"coder": coder, "runner": runner, "broken": broken}
 for _name, _factory in AGENTS.items():
     register_agent(_name, _factory)
+
+
+def openai_stub(ctx: AgentContext) -> SandboxAgent[Any]:
+    """The real OpenAI Responses model (its request building and parsing) against the
+    server at ``$SANDBANK_TEST_OPENAI_URL`` (a local stub in the tests)."""
+    from agents import OpenAIResponsesModel
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(api_key="test-key", base_url=os.environ["SANDBANK_TEST_OPENAI_URL"])
+    return _agent(ctx, OpenAIResponsesModel(model="stub-model", openai_client=client))
+
+
+register_agent("openai", openai_stub)
