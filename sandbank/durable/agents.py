@@ -118,6 +118,20 @@ def agent_names() -> list[str]:
     return sorted(_AGENTS)
 
 
+def coder(ctx: AgentContext) -> Any:
+    """The built-in ``coder``: a sandbox agent with the shell and file tools, on
+    ``model_for(ctx.model_name)`` (the scripted model without a key)."""
+    from agents.sandbox import SandboxAgent
+    from agents.sandbox.capabilities import Filesystem, Shell
+
+    from sandbank.agents import model_for
+
+    return SandboxAgent(
+        name=ctx.name, instructions="You write code and run its tests in the workspace.",
+        capabilities=[Filesystem(), Shell()], model=model_for(ctx.model_name),
+    )  # fmt: skip
+
+
 def check_agent(name: str) -> None:
     if name not in _AGENTS:
         raise UnknownAgent(name)

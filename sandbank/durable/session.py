@@ -245,6 +245,8 @@ class SessionInfo:
     migrating: bool = False
     damaged: str | None = None
     """Set when the checkpoint cannot be restored: why, naming the damaged object."""
+    agent: str | None = None
+    """The agent that runs this session's prompts (None: a session of commands)."""
 
 
 @dataclass
@@ -579,6 +581,7 @@ class SessionWorkflow:
             stopped=s.stopped,
             migrating=self._migration is not None,
             damaged=s.damaged,
+            agent=s.config.agent,
         )
 
     @workflow.query
