@@ -153,23 +153,25 @@ class ModelCallInput:
     session_id: str
     spec: t.BlobRef
     """Instructions, tool schemas and settings, staged once per workflow run."""
-    conversation: t.BlobRef | None
-    """The earlier turns' items."""
+    base: t.BlobRef | None
+    """The items the model saw before (earlier turns, this turn's earlier calls)."""
     items_json: str | None = None
     items: t.BlobRef | None = None
-    """This turn's items so far: inline when small, else staged."""
+    """The items since ``base``: inline when small, else staged."""
 
 
 @dataclass
 class ModelCallOutput:
     output_json: str
+    input: t.BlobRef
+    """All the items this call gave the model: the next call's ``base``."""
     input_tokens: int = 0
     output_tokens: int = 0
 
 
 @dataclass
 class RememberInput:
-    conversation: t.BlobRef | None
+    base: t.BlobRef | None
     items_json: str
 
 
@@ -201,8 +203,9 @@ class AgentActivities:
         from agents.models.interface import ModelTracing
 
         spec = json.loads(await self._load(inp.spec))
-        items = await self._items(inp.conversation)
+        items = await self._items(inp.base)
         items += json.loads(inp.items_json) if inp.items_json else await self._items(inp.items)
+        given = await self._save(items)
         agent = build_agent(inp.agent, inp.session_id)
         model = _worker_model(agent, inp.agent.model)
         try:
@@ -217,14 +220,17 @@ class AgentActivities:
         usage = response.usage
         return ModelCallOutput(
             json.dumps([_dump(item) for item in response.output]),
+            given,
             int(getattr(usage, "input_tokens", 0) or 0),
             int(getattr(usage, "output_tokens", 0) or 0),
         )
 
     @activity.defn(name=REMEMBER)
     async def remember(self, inp: RememberInput) -> t.BlobRef:
-        """The conversation with this turn's items appended, as a new blob."""
-        items = await self._items(inp.conversation) + json.loads(inp.items_json)
+        """The conversation with this turn's last items appended, as a new blob."""
+        return await self._save(await self._items(inp.base) + json.loads(inp.items_json))
+
+    async def _save(self, items: list[Any]) -> t.BlobRef:
         data = json.dumps(items).encode()
         blob: t.BlobRef = await self.sandbox._save_blob(data, "conversation.json")
         self._cache[blob.snapshot_id] = data
@@ -308,7 +314,9 @@ class _ActivityModel(Model):
 
     def __init__(self, spec: AgentSpec, session_id: str, conversation: t.BlobRef | None) -> None:
         self.spec, self.session_id, self.conversation = spec, session_id, conversation
-        self.calls = 0
+        self.base, self.covered = conversation, 0
+        """What the model has seen: ``base`` holds the earlier turns and the first
+        ``covered`` items of this turn (each call sends only the items after them)."""
 
     async def get_response(
         self, system_instructions: str | None, input: str | list[Any], model_settings: Any,
@@ -333,18 +341,20 @@ class _ActivityModel(Model):
             },
             sort_keys=True,
         ).encode()
-        items_json = json.dumps([_dump(i) for i in items])
-        inp = ModelCallInput(self.spec, self.session_id, await _staged(spec), self.conversation)
+        if len(items) < self.covered:  # the runner changed earlier items: send them all
+            self.base, self.covered = self.conversation, 0
+        items_json = json.dumps([_dump(i) for i in items[self.covered :]])
+        inp = ModelCallInput(self.spec, self.session_id, await _staged(spec), self.base)
         if len(items_json) > _INLINE_ITEMS:
             inp.items = await _staged(items_json.encode())
         else:
             inp.items_json = items_json
-        self.calls += 1
         out: ModelCallOutput = await workflow.execute_activity(
             MODEL_CALL, inp, result_type=ModelCallOutput,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=_model_retry(),
         )  # fmt: skip
+        self.base, self.covered = out.input, len(items)
         adapter: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
         output = [adapter.validate_python(i) for i in json.loads(out.output_json)]
         usage = Usage(
@@ -409,11 +419,9 @@ class _Box:
         return result
 
     async def status(self) -> SandboxStatus:
-        status = await self.inner.status()
-        return SandboxStatus.LOST if status == "missing" else status
-
-    async def resume(self) -> None:
-        await self.inner.resume()
+        """Running: the session made the sandbox live for this turn (no activity per tool
+        call); a sandbox lost since fails the next call, and the session recovers it."""
+        return SandboxStatus.RUNNING
 
     async def aclose(self) -> None:
         """The session keeps its sandbox between turns."""
@@ -560,9 +568,9 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
         raise
     except Exception as exc:  # the SDK wraps what a model or tool raised
         raise _turn_error(exc) from exc
-    items = json.dumps([_dump(i) for i in result.to_input_list()])
+    items = json.dumps([_dump(i) for i in result.to_input_list()[model.covered :]])
     state.conversation = await workflow.execute_activity(
-        REMEMBER, RememberInput(state.conversation, items), result_type=t.BlobRef,
+        REMEMBER, RememberInput(model.base, items), result_type=t.BlobRef,
         start_to_close_timeout=timedelta(minutes=2), retry_policy=_model_retry(),
     )  # fmt: skip
     output = result.final_output

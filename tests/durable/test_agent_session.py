@@ -7,12 +7,14 @@ import asyncio
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.worker import Replayer
 
 from sandbank.durable import types as t
 from sandbank.durable.activities import SandboxActivities
 from sandbank.durable.manager import SessionManager
-from sandbank.durable.session import Step, Turn
-from sandbank.durable.worker import build_worker
+from sandbank.durable.session import SessionWorkflow, Step, Turn
+from sandbank.durable.worker import build_worker, workflow_runner
 from sandbank.errors import SandbankError
 from tests.durable.agent_support import AGENTS, INSTRUCTIONS
 
@@ -71,6 +73,20 @@ async def test_history_holds_no_instructions_or_tool_schemas(
             result = await mgr.prompt(sid, "\n".join(f"echo {n}-{i}" for i in range(5)))
             assert [c.exit_code for c in result.tool_calls] == [0] * 5
             sizes.append(await _history_bytes(mgr, sid) - before)
+        history = await mgr.handle(sid).fetch_history()
+        by_type: dict[str, int] = {}
+        for e in history.events:
+            name = EventType.Name(e.event_type).removeprefix("EVENT_TYPE_")
+            if name == "ACTIVITY_TASK_SCHEDULED":
+                name += ":" + e.activity_task_scheduled_event_attributes.activity_type.name
+            if name == "MARKER_RECORDED":
+                name += ":" + e.marker_recorded_event_attributes.marker_name
+            by_type[name] = by_type.get(name, 0) + e.ByteSize()
+        print("\nhistory bytes by event type:", sorted(by_type.items(), key=lambda i: -i[1])[:8])
+        # The SDK's runner replays to the same commands (a worker restart resumes it).
+        replayer = Replayer(workflows=[SessionWorkflow], workflow_runner=workflow_runner())
+        replay = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert replay.replay_failure is None, replay.replay_failure
         text = await _history_text(mgr, sid)
         assert INSTRUCTIONS not in text  # instructions and tool schemas travel as one blob
         assert "exec_command" in text  # (the model's calls are in it)
