@@ -550,7 +550,9 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
     session_id = workflow.info().workflow_id
     with workflow.unsafe.sandbox_unrestricted():  # the factory may build a model client
         agent = build_agent(spec, session_id)
-    model = _ActivityModel(spec, session_id, state.conversation)
+    # A turn run again (its sandbox was lost) starts from the conversation it started from.
+    starts: dict[int, Any] = session.__dict__.setdefault("_agent_turn_start", {})
+    model = _ActivityModel(spec, session_id, starts.setdefault(state.turns, state.conversation))
     agent = agent.clone(model=model)  # the agent's own model runs in the activity only
     adapter = _Box(box, config.provider)
     timing = _Timing()

@@ -197,3 +197,18 @@ async def test_bad_input_is_a_clear_error_and_the_session_answers(
             await mgr.prompt(plain, "hello")
         for session in (sid, plain, "unknown-agent"):
             await mgr.stop(session)
+
+
+async def test_conversation_carries_over_continue_as_new(client, task_queue, local_provider, store):
+    mgr = SessionManager(client, task_queue)
+    async with worker(client, task_queue, {"local": local_provider}, store):
+        sid = await mgr.start("local", agent="coder", release_after=600, continue_after_turns=1)
+        runs = set()
+        for n in range(3):
+            result = await mgr.prompt(sid, f"turn {n}")
+            assert result.turn == n + 1
+            runs.add((await mgr.handle(sid).describe()).run_id)
+        assert len(runs) >= 2  # the workflow continued as new between turns
+        workspace = await files(local_provider, (await mgr.describe(sid)).sandbox_id)
+        assert notes(workspace) == ["notes/turn-1", "notes/turn-2", "notes/turn-3"]
+        await mgr.stop(sid)
