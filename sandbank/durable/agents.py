@@ -69,6 +69,7 @@ TOOL_OUTPUT_LIMIT = 64 * 1024
 _INLINE_ITEMS = 8 * 1024
 """A model call's new items above this size travel as a blob, not in the history."""
 _SUMMARY = 120
+AGENTS_MD = "AGENTS.md"
 
 
 @dataclass
@@ -158,6 +159,8 @@ class ModelCallInput:
     items_json: str | None = None
     items: t.BlobRef | None = None
     """The items since ``base``: inline when small, else staged."""
+    agents_md: t.BlobRef | None = None
+    """The workspace's ``AGENTS.md`` at the start of the turn, added to the instructions."""
 
 
 @dataclass
@@ -206,11 +209,15 @@ class AgentActivities:
         items = await self._items(inp.base)
         items += json.loads(inp.items_json) if inp.items_json else await self._items(inp.items)
         given = await self._save(items)
+        instructions = spec["instructions"]
+        if inp.agents_md is not None:
+            notes = (await self._load(inp.agents_md)).decode("utf-8", "replace")
+            instructions = f"{instructions or ''}\n\n# AGENTS.md of the workspace\n\n{notes}"
         agent = build_agent(inp.agent, inp.session_id)
         model = _worker_model(agent, inp.agent.model)
         try:
             response = await model.get_response(
-                spec["instructions"], items, _settings(spec["settings"]), _tools(spec["tools"]),
+                instructions, items, _settings(spec["settings"]), _tools(spec["tools"]),
                 None, [], tracing=ModelTracing.DISABLED, previous_response_id=None,
             )  # fmt: skip
         except Exception as exc:
@@ -312,8 +319,12 @@ def _dump(item: Any) -> Any:
 class _ActivityModel(Model):
     """The SDK's ``Model`` as the workflow sees it: each call is a ``MODEL_CALL`` activity."""
 
-    def __init__(self, spec: AgentSpec, session_id: str, conversation: t.BlobRef | None) -> None:
+    def __init__(
+        self, spec: AgentSpec, session_id: str, conversation: t.BlobRef | None,
+        agents_md: t.BlobRef | None = None,
+    ) -> None:  # fmt: skip
         self.spec, self.session_id, self.conversation = spec, session_id, conversation
+        self.agents_md = agents_md
         self.base, self.covered = conversation, 0
         """What the model has seen: ``base`` holds the earlier turns and the first
         ``covered`` items of this turn (each call sends only the items after them)."""
@@ -345,6 +356,7 @@ class _ActivityModel(Model):
             self.base, self.covered = self.conversation, 0
         items_json = json.dumps([_dump(i) for i in items[self.covered :]])
         inp = ModelCallInput(self.spec, self.session_id, await _staged(spec), self.base)
+        inp.agents_md = self.agents_md
         if len(items_json) > _INLINE_ITEMS:
             inp.items = await _staged(items_json.encode())
         else:
@@ -552,7 +564,8 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
         agent = build_agent(spec, session_id)
     # A turn run again (its sandbox was lost) starts from the conversation it started from.
     starts: dict[int, Any] = session.__dict__.setdefault("_agent_turn_start", {})
-    model = _ActivityModel(spec, session_id, starts.setdefault(state.turns, state.conversation))
+    conversation = starts.setdefault(state.turns, state.conversation)
+    model = _ActivityModel(spec, session_id, conversation, await _agents_md(box))
     agent = agent.clone(model=model)  # the agent's own model runs in the activity only
     adapter = _Box(box, config.provider)
     timing = _Timing()
@@ -578,6 +591,13 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
     output = result.final_output
     reply = output if isinstance(output, str) else json.dumps(_dump(output))
     return TurnOutcome(reply=reply, tool_calls=_records(result.new_items, timing))
+
+
+async def _agents_md(box: WorkflowSandbox) -> t.BlobRef | None:
+    """The workspace's ``AGENTS.md`` staged in the store (its text stays out of history)."""
+    if (await box.exec(["test", "-f", AGENTS_MD], output_limit=0)).exit_code != 0:
+        return None  # (a failed stage_file would put its stack trace in the history)
+    return await box.stage_file(AGENTS_MD)
 
 
 def _turn_error(exc: BaseException) -> SandbankError:

@@ -67,7 +67,8 @@ async def test_apply_patch_turn_with_the_openai_responses_model(
     mgr = SessionManager(client, task_queue)
     async with worker(client, task_queue, {"local": local_provider}, store):
         sid = await mgr.start("local", agent="openai", release_after=600)
-        result = await mgr.prompt(sid, "add a hello script and run it")
+        notes = {"AGENTS.md": "Scripts live in src/. agents-md-marker-77\n"}
+        result = await mgr.prompt(sid, "add a hello script and run it", attachments=notes)
         assert result.final_output == "patched and ran it"
         assert [c.name for c in result.tool_calls] == ["apply_patch", "exec_command"]
         assert result.tool_calls[1].exit_code == 0
@@ -79,6 +80,7 @@ async def test_apply_patch_turn_with_the_openai_responses_model(
         assert tools["apply_patch"]["type"] == "custom"
         assert tools["exec_command"]["type"] == "function"
         assert "instructions-marker" in stub[0]["instructions"]
+        assert "agents-md-marker-77" in stub[0]["instructions"]  # the workspace's AGENTS.md
         # The apply_patch output reached the model as readable text, not a garbled iterator.
         [patch_out] = [i for i in stub[1]["input"] if i.get("type") == "custom_tool_call_output"]
         assert patch_out["call_id"] == "call_patch"
