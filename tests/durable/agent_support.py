@@ -74,7 +74,16 @@ def broken(ctx: AgentContext) -> SandboxAgent[Any]:
     return _agent(ctx, BrokenModel())
 
 
-AGENTS = {"coder": coder, "runner": runner, "broken": broken}
+def hosted(ctx: AgentContext) -> SandboxAgent[Any]:
+    """An agent with a hosted tool, which durable sessions do not run yet."""
+    from agents import WebSearchTool
+
+    agent = _agent(ctx, CommandModel())
+    agent.tools = [WebSearchTool()]
+    return agent
+
+
+AGENTS = {"coder": coder, "runner": runner, "broken": broken, "hosted": hosted}
 for _name, _factory in AGENTS.items():
     register_agent(_name, _factory)
 

@@ -70,8 +70,11 @@ async def test_history_holds_no_instructions_or_tool_schemas(
         sizes = []
         for n in range(3):
             before = await _history_bytes(mgr, sid)
-            result = await mgr.prompt(sid, "\n".join(f"echo {n}-{i}" for i in range(5)))
-            assert [c.exit_code for c in result.tool_calls] == [0] * 5
+            result = await mgr.prompt(
+                sid, "\n".join(f"echo {n}-{i}" for i in range(4)) + "\nexit 3"
+            )
+            assert [c.exit_code for c in result.tool_calls] == [0] * 4 + [3]
+            assert all(0 < c.seconds < 30 for c in result.tool_calls), result.tool_calls
             sizes.append(await _history_bytes(mgr, sid) - before)
         history = await mgr.handle(sid).fetch_history()
         by_type: dict[str, int] = {}
@@ -192,10 +195,15 @@ async def test_bad_input_is_a_clear_error_and_the_session_answers(
         turns = [e.detail for e in await mgr.history(sid) if e.kind == "turn"]
         assert "error ModelCallFailed" in turns[0], turns
 
+        hosted = await mgr.start("local", agent="hosted", release_after=600)
+        with pytest.raises(SandbankError, match=r"WebSearchTool\) cannot run in a durable"):
+            await mgr.prompt(hosted, "search")
+        assert (await mgr.describe(hosted)).turns == 1  # the session answers
+
         plain = await mgr.start("local", release_after=600)
         with pytest.raises(SandbankError, match="this session has no agent"):
             await mgr.prompt(plain, "hello")
-        for session in (sid, plain, "unknown-agent"):
+        for session in (sid, hosted, plain, "unknown-agent"):
             await mgr.stop(session)
 
 
