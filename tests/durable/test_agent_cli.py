@@ -3,14 +3,19 @@ Temporal dev server and a worker with the built-in ``coder`` agent (scripted mod
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from sandbank.durable.activities import SandboxActivities
 from sandbank.durable.agents import coder
 from sandbank.durable.worker import build_worker
-from tests.durable.test_cli_session import Cli, one_line_error
+from tests.durable.test_cli_session import Cli, Run, one_line_error
+from tests.processes import REPO
 
 
 @pytest.fixture
@@ -35,4 +40,30 @@ async def test_session_with_an_agent_takes_prompts(cli: Cli) -> None:
 
 async def test_unknown_agent_is_one_line(cli: Cli) -> None:
     run = await cli("start", "--agent", "nope")
-    one_line_error(run, "no agent 'nope' is registered", "known: coder")
+    one_line_error(run, "no agent 'nope' is registered", "known: ", "coder")
+
+
+async def _chat(tmp_path: Path, lines: str, *args: str) -> Run:
+    """``sandbank chat`` with ``lines`` as its terminal input."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sandbank", "chat", "--data-dir", str(tmp_path), *args,
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(lines.encode()), 180)
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(), err.decode())
+
+
+async def test_chat_forks_and_resumes_after_the_terminal_closes(tmp_path: Path) -> None:
+    first = await _chat(tmp_path, "write a note\n/fork\nin the fork\n/history\n/bogus\n/quit\n")
+    assert first.code == 0, first
+    assert "exec_command(cmd=pwd && ls -la) -> exit 0" in first.err, first.err
+    assert "Traceback" not in first.err
+    assert "wrote notes/turn-1-" in first.out and "wrote notes/turn-2-" in first.out
+    assert "forked session-" in first.out and "/migrate PROVIDER" in first.out
+    fork = first.out.rsplit("resume with: sandbank chat --session ", 1)[1].strip()
+    assert "-fork-" in fork
+    again = await _chat(tmp_path, "third\n", "--session", fork)  # EOF ends it too
+    assert again.code == 0, again
+    assert "wrote notes/turn-3-" in again.out, again.out
