@@ -43,7 +43,13 @@ with workflow.unsafe.imports_passed_through():
         run_steps,
     )
     from sandbank.durable.workflow_sandbox import WorkflowSandbox
-    from sandbank.errors import ConfigurationError, PathNotFound, SandbankError
+    from sandbank.errors import (
+        ConfigurationError,
+        PathNotFound,
+        SandbankError,
+        SandboxLost,
+        SandboxNotFound,
+    )
     from sandbank.providers.base import ExecResult, SandboxStatus
 
 __all__ = [
@@ -407,12 +413,26 @@ class _Provider:
         self.name = name
 
 
+class _Watched(WorkflowSandbox):
+    """The session's sandbox, remembering the first call that found it lost: the SDK turns
+    a tool's error into text for the model, and the turn must end on it instead."""
+
+    lost: SandbankError | None = None
+
+    async def _call(self, name: str, arg: Any, result_type: Any, **kw: Any) -> Any:
+        try:
+            return await super()._call(name, arg, result_type, **kw)
+        except (SandboxLost, SandboxNotFound, t.ExecInterrupted) as exc:
+            self.lost = self.lost or exc
+            raise
+
+
 class _Box:
     """``WorkflowSandbox`` with the few ``Sandbox`` calls the SDK session makes beyond it
     (tars of single entries, built from listings and reads). Records each exec."""
 
     def __init__(self, box: WorkflowSandbox, provider: str) -> None:
-        self.inner = box
+        self.inner = _Watched(box.ref, capabilities=box.capabilities, options=box.options)
         self.provider = _Provider(provider)
         self.execs: list[tuple[float, int | None]] = []
 
@@ -579,10 +599,13 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
             agent, turn.message, run_config=run_config, max_turns=MAX_MODEL_CALLS,
             hooks=_hooks(adapter, timing),
         )  # fmt: skip
-    except SandbankError:
-        raise
     except Exception as exc:  # the SDK wraps what a model or tool raised
-        raise _turn_error(exc) from exc
+        error = adapter.inner.lost or _turn_error(exc)
+        if error is exc:
+            raise
+        raise error from exc
+    if adapter.inner.lost is not None:  # the session rebuilds the sandbox, runs the turn again
+        raise adapter.inner.lost
     items = json.dumps([_dump(i) for i in result.to_input_list()[model.covered :]])
     state.conversation = await workflow.execute_activity(
         REMEMBER, RememberInput(model.base, items), result_type=t.BlobRef,

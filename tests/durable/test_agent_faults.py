@@ -11,7 +11,7 @@ import pytest
 
 from sandbank.durable.session import Turn
 from tests.durable import test_faults
-from tests.durable.test_faults import Faults, host_workspace, send, wait_for
+from tests.durable.test_faults import Faults, host_workspace, sandbox_disk, send, wait_for
 
 temporal = test_faults.temporal  # the fault tests' fixtures: a private server, workers
 faults = test_faults.faults
@@ -92,4 +92,37 @@ async def test_agent_turn_on_another_worker_with_its_own_disk(faults: Faults, bw
     workspace = await host_workspace(state_b, info.sandbox_id)
     found = sorted(p.name.rsplit("-", 1)[0] for p in (workspace / "notes").iterdir())
     assert found == ["turn-1", "turn-2"]
+    await mgr.stop(sid)
+
+
+@pytest.mark.slow
+async def test_sandbox_worker_killed_mid_agent_turn_with_its_own_disk(
+    faults: Faults, bwrap: str
+) -> None:
+    """The worker holding the sandbox dies mid tool call and its disk goes with it: the turn
+    runs again on the other worker, on a sandbox rebuilt from the last checkpoint."""
+    states = {name: faults.tmp / name for name in ("worker-a", "worker-b")}
+    workers = {n: await faults.worker(n, state_dir=d, extra=AGENTS) for n, d in states.items()}
+    mgr = faults.manager
+    sid = await mgr.start("local", agent="runner", release_after=3600, worker_timeout=5)
+    first = await send(mgr, sid, prompt("echo hello > hello.txt"))
+    assert first.error is None, first.error
+    info = await mgr.describe(sid)
+    assert info.sandbox_id
+    [holder] = await sandbox_disk(states, info.sandbox_id)
+    workspace = await host_workspace(states[holder], info.sandbox_id)
+    turn = asyncio.create_task(
+        send(mgr, sid, prompt("echo run >> runs.log; sleep 4", "cat runs.log hello.txt"))
+    )
+    await wait_for(lambda: asyncio.to_thread((workspace / "runs.log").exists), 30, "the tool")
+    workers[holder].sigkill()
+    result = await asyncio.wait_for(turn, 180)
+    assert result.error is None, result.error
+    assert result.recovered
+    assert [c.exit_code for c in result.tool_calls] == [0, 0], result.tool_calls
+    after = await mgr.describe(sid)
+    survivor = next(n for n in states if n != holder)
+    moved = await host_workspace(states[survivor], after.sandbox_id)
+    assert (moved / "runs.log").read_text() == "run\n"  # once, on the rebuilt workspace
+    assert (moved / "hello.txt").read_text() == "hello\n"
     await mgr.stop(sid)
