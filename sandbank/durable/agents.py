@@ -471,9 +471,13 @@ class _Box:
         await self.inner.mkdir(path)
 
     async def export_tar(self, paths: Sequence[str] | None = None) -> AsyncIterator[bytes]:
+        if not paths:
+            raise ConfigurationError(
+                "an agent turn does not export the whole workspace: the session checkpoints it"
+            )
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in paths or ["."]:
+            for path in paths:
                 parent = path.rsplit("/", 1)[0] if "/" in path else "."
                 entry = next(
                     (e for e in await self.inner.list_tree(parent) if e.path == path), None
