@@ -58,6 +58,7 @@ __all__ = [
     "AgentContext",
     "AgentFactory",
     "AgentSpec",
+    "AgentTurnFailed",
     "ModelCallFailed",
     "ToolCallRecord",
     "UnknownAgent",
@@ -110,7 +111,11 @@ class UnknownAgent(ConfigurationError):
         )
 
 
-class ModelCallFailed(SandbankError):
+class AgentTurnFailed(SandbankError):
+    """The agent's run failed (say it passed ``MAX_MODEL_CALLS``); the session keeps serving."""
+
+
+class ModelCallFailed(AgentTurnFailed):
     """The model raised; the turn ends with this error and the session keeps serving."""
 
 
@@ -639,7 +644,7 @@ def _turn_error(exc: BaseException) -> SandbankError:
                 return mapped
             return ModelCallFailed(str(seen.cause))
         seen = seen.__cause__ or seen.__context__
-    return ModelCallFailed(f"the agent turn failed: {type(exc).__name__}: {exc}")
+    return AgentTurnFailed(f"the agent turn failed: {type(exc).__name__}: {exc}")
 
 
 def _sdk_session(box: _Box) -> Any:

@@ -12,6 +12,7 @@ from temporalio.worker import Replayer
 
 from sandbank.durable import types as t
 from sandbank.durable.activities import SandboxActivities
+from sandbank.durable.agents import MAX_MODEL_CALLS
 from sandbank.durable.manager import SessionManager
 from sandbank.durable.session import SessionWorkflow, Step, Turn
 from sandbank.durable.worker import build_worker, workflow_runner
@@ -195,6 +196,12 @@ async def test_bad_input_is_a_clear_error_and_the_session_answers(
         turns = [e.detail for e in await mgr.history(sid) if e.kind == "turn"]
         assert "error ModelCallFailed" in turns[0], turns
 
+        runner = await mgr.start("local", agent="runner", release_after=600)
+        endless = "\n".join(["true"] * MAX_MODEL_CALLS)  # one model call more than allowed
+        with pytest.raises(SandbankError, match=r"AgentTurnFailed.*MaxTurnsExceeded"):
+            await mgr.prompt(runner, endless)
+        assert (await mgr.prompt(runner, "echo fine")).tool_calls[0].exit_code == 0
+
         hosted = await mgr.start("local", agent="hosted", release_after=600)
         with pytest.raises(SandbankError, match=r"WebSearchTool\) cannot run in a durable"):
             await mgr.prompt(hosted, "search")
@@ -203,7 +210,7 @@ async def test_bad_input_is_a_clear_error_and_the_session_answers(
         plain = await mgr.start("local", release_after=600)
         with pytest.raises(SandbankError, match="this session has no agent"):
             await mgr.prompt(plain, "hello")
-        for session in (sid, hosted, plain, "unknown-agent"):
+        for session in (sid, runner, hosted, plain, "unknown-agent"):
             await mgr.stop(session)
 
 
