@@ -124,11 +124,24 @@ class StepResult:
 
 
 @dataclass
+class ToolCallRecord:
+    """One tool call of an agent turn."""
+
+    name: str
+    summary: str = ""
+    """Its arguments, cut short."""
+    exit_code: int | None = None
+    """The exit code of the last command it ran (None: it ran none)."""
+    seconds: float = 0.0
+
+
+@dataclass
 class TurnOutcome:
     """What a turn handler returns."""
 
     steps: list[StepResult] = field(default_factory=list)
     reply: str = ""
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -141,6 +154,7 @@ class TurnResult:
     error_type: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -171,6 +185,10 @@ class SessionConfig:
     worker_timeout: float = 30.0
     """Seconds a call waits for the worker holding the sandbox to pick it up; past it that
     worker counts as gone, and the sandbox is rebuilt from the last checkpoint elsewhere."""
+    agent: str | None = None
+    """The registered agent whose prompts this session runs (``sandbank.durable.agents``)."""
+    model: str | None = None
+    """The model name the agent's factory is given."""
 
 
 @dataclass
@@ -181,6 +199,8 @@ class CheckpointMark:
     rolled_back_at: int | None = None
     """Set when a repair made this checkpoint the workspace again: the session's turn count
     then (the turns in between were lost by that repair, not by a later one)."""
+    conversation: t.BlobRef | None = None
+    """An agent session's conversation when this checkpoint was taken (they go together)."""
 
 
 @dataclass
@@ -208,6 +228,8 @@ class SessionState:
     refused until a repair."""
     checkpoints: list[CheckpointMark] = field(default_factory=list)
     """The latest checkpoints with the turn each one follows."""
+    conversation: t.BlobRef | None = None
+    """An agent session's conversation so far, in the snapshot store (one blob per turn)."""
 
 
 @dataclass
@@ -225,6 +247,8 @@ class SessionInfo:
     migrating: bool = False
     damaged: str | None = None
     """Set when the checkpoint cannot be restored: why, naming the damaged object."""
+    agent: str | None = None
+    """The agent that runs this session's prompts (None: a session of commands)."""
 
 
 @dataclass
@@ -521,6 +545,18 @@ class SessionWorkflow:
             raise RuntimeError("the session is stopped; start or fork a new one")
 
     @workflow.update
+    def check_agent(self) -> None:
+        """Refuse a session whose agent no worker registered (the session keeps serving)."""
+        if self.state.config.agent:
+            from sandbank.durable.agents import check_agent
+
+            try:
+                check_agent(self.state.config.agent)
+            except ConfigurationError as exc:
+                self._event("error", str(exc))
+                raise to_application_error(exc, non_retryable=True) from None
+
+    @workflow.update
     def rename(self, name: str) -> None:
         self.state.config.name = name
         self._event("renamed", name)
@@ -547,6 +583,7 @@ class SessionWorkflow:
             stopped=s.stopped,
             migrating=self._migration is not None,
             damaged=s.damaged,
+            agent=s.config.agent,
         )
 
     @workflow.query
@@ -678,6 +715,7 @@ class SessionWorkflow:
                 self.state.dirty = True
                 outcome = await handler(box, turn)
                 result.steps, result.reply = outcome.steps, outcome.reply
+                result.tool_calls = outcome.tool_calls
                 if checkpoint_in_turn:
                     result.checkpoint = await self._turn_checkpoint(raise_lost=True)
                     checkpointed = True
@@ -703,9 +741,11 @@ class SessionWorkflow:
         _bound_output(result)
         result.seconds = workflow.time() - started
         codes = [s.exit_code for s in result.steps if s.exit_code is not None]
+        calls = "; ".join(f"{c.name}({c.summary}) -> {c.exit_code}" for c in result.tool_calls)
         self._event(
             "turn",
             f"{number}: {len(result.steps)} steps, exit codes {codes}"
+            + (f", tool calls: {calls}" if result.tool_calls else "")
             + (f", error {result.error_type}" if result.error_type else "")
             + (", recovered" if result.recovered else ""),
         )
@@ -835,9 +875,8 @@ class SessionWorkflow:
             raise
         s.checkpoint, s.dirty = out.snapshot_id, False
         s.checkpoint_bytes = out.logical_bytes
-        s.checkpoints = [*s.checkpoints, CheckpointMark(out.snapshot_id, s.turns)][
-            -_CHECKPOINT_MARKS:
-        ]
+        mark = CheckpointMark(out.snapshot_id, s.turns, conversation=s.conversation)
+        s.checkpoints = [*s.checkpoints, mark][-_CHECKPOINT_MARKS:]
         self._event(
             "checkpoint", f"{out.snapshot_id} ({out.files} files, {out.new_bytes} new bytes)"
         )
@@ -989,6 +1028,7 @@ class SessionWorkflow:
         s.checkpoint, s.checkpoint_bytes = found.intact, found.logical_bytes
         s.dirty, s.damaged, s.sandbox_state = False, None, "released"
         if marks:
+            s.conversation = marks[-1].conversation
             kept = s.checkpoints[: s.checkpoints.index(marks[-1]) + 1]
             s.checkpoints = [*kept, replace(marks[-1], rolled_back_at=s.turns)]
         what = (
@@ -1018,6 +1058,7 @@ class SessionWorkflow:
             events=list(self.state.events),
             last_activity=workflow.time(),
             forked_from=info.workflow_id,
+            conversation=self.state.conversation,
         )
         await workflow.start_child_workflow(
             SessionWorkflow.run,
