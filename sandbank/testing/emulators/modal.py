@@ -33,7 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from grpclib import GRPCError, Status
 from grpclib.server import Server, Stream
@@ -159,7 +159,8 @@ class ModalEmulator:
 
     async def _start(self) -> None:
         self.engine = EmulatorEngine(self.engine_root, home=HOME)
-        control, router = Server([_ControlPlane(self)]), Server([_Router(self)])
+        # The service bases are abstract in the stubs; _fill_unimplemented fills in the rest.
+        control, router = (Server([cast(Any, cls)(self)]) for cls in (_ControlPlane, _Router))
         for server in (control, router):
             await server.start(self.host, 0)
             self._servers.append(server)
@@ -226,7 +227,7 @@ class ModalEmulator:
                     # closing the transport mid-call is what a dropped connection looks like
                     stream._stream._transport.close()
                 raise GRPCError(fault.status, f"injected fault on {method}")
-        metadata = stream.metadata or {}
+        metadata: Any = stream.metadata or {}
         if "x-modal-token-id" in metadata and (
             metadata.get("x-modal-token-id") != self.token_id
             or metadata.get("x-modal-token-secret") != self.token_secret
@@ -284,7 +285,8 @@ class ModalEmulator:
 
 
 def _port(server: Server) -> int:
-    return int(server._server.sockets[0].getsockname()[1])
+    listening: Any = server._server  # asyncio's Server once started
+    return int(listening.sockets[0].getsockname()[1])
 
 
 @_fill_unimplemented
