@@ -478,6 +478,15 @@ class ModalSandbox(Sandbox):
             found = await self.sb.tunnels.aio(timeout=timeout)
         return {port: tunnel.url for port, tunnel in found.items()}
 
+    async def _port_url(self, port: int) -> str:
+        urls = await self.tunnels()
+        if port not in urls:
+            raise ProviderError(
+                f"Modal has no tunnel for port {port} of sandbox {self.id!r}; list it in the "
+                f"manifest's ports (or the provider's ports option) when creating the sandbox"
+            )
+        return urls[port]
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def _status(self) -> SandboxStatus:
@@ -645,7 +654,7 @@ class ModalProvider(Provider):
                 cpu=resources.cpu,
                 memory=math.ceil(resources.memory / 2**20) if resources.memory else None,
                 block_network=not manifest.network,
-                encrypted_ports=self.ports,
+                encrypted_ports=sorted({*self.ports, *manifest.ports}),
                 tags=tags,
             )
         box = ModalSandbox(self, sb, manifest)

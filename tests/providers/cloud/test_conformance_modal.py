@@ -20,7 +20,12 @@ MODAL_EXPECTED_FAILURES = {
 
 
 class TestModalConformance(ProviderConformance):
-    expected_failures = MODAL_EXPECTED_FAILURES
+    expected_failures = {
+        **MODAL_EXPECTED_FAILURES,
+        # the emulator's, not the provider's: the URL comes from the SDK's tunnels(), but the
+        # emulator forwards no traffic behind the tunnel hosts it advertises
+        "test_port_url_reaches_server": "the Modal emulator's tunnels carry no traffic",
+    }
 
     @pytest.fixture
     def provider(self, modal_emulator: ModalEmulator) -> ModalProvider:
