@@ -7,7 +7,9 @@ identical):
   children <-> nested ``files`` (and a ``dirs`` entry when its mode is not 0o755); an empty
   ``Dir`` or a ``LocalDir`` without ``src`` <-> an empty ``dirs`` entry;
 - ``LocalFile`` / ``LocalDir`` <-> ``host`` sources (a relative ``src`` is resolved against
-  the current directory, the SDK's base directory);
+  the current directory, the SDK's base directory; the SDK also refuses sources outside
+  that directory, which the conversion does not check: pass ``host_roots=[os.getcwd()]``
+  to ``create_sandbox`` for the same rule);
 - ``GitRepo(host, repo, ref)`` <-> ``git`` (``https://HOST/REPO.git``, the ref, depth 1: the
   SDK always clones one commit);
 - permissions <-> ``mode`` (the SDK always sets one: 0o755 by default; sandbank's default
