@@ -18,7 +18,7 @@ from sandbank.agents import _sdk  # noqa: F401  (ProviderUnavailable when the SD
 if TYPE_CHECKING:
     from sandbank.agents._files import FileTooLarge
     from sandbank.agents.client import SandbankSandboxClient
-    from sandbank.agents.manifest import from_sdk_manifest, to_sdk_manifest
+    from sandbank.agents.manifest import SecretRef, from_sdk_manifest, to_sdk_manifest
     from sandbank.agents.models import ScriptedAgentModel, model_for
     from sandbank.agents.session import SandbankSandboxSession
     from sandbank.agents.snapshot import SandbankSnapshot
@@ -32,6 +32,7 @@ __all__ = [
     "SandbankSessionState",
     "SandbankSnapshot",
     "ScriptedAgentModel",
+    "SecretRef",
     "from_sdk_manifest",
     "model_for",
     "to_sdk_manifest",
@@ -45,6 +46,7 @@ _WHERE = {
     "SandbankSessionState": "state",
     "SandbankSnapshot": "snapshot",
     "ScriptedAgentModel": "models",
+    "SecretRef": "manifest",
     "from_sdk_manifest": "manifest",
     "model_for": "models",
     "to_sdk_manifest": "manifest",

@@ -1,104 +1,15 @@
-"""Manifest conversions both ways, the refusals, and the model choice."""
+"""The model choice and the install hint (manifest conversions: test_manifest_conversion)."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from agents import OpenAIResponsesModel
-from agents.sandbox import Manifest as SdkManifest
-from agents.sandbox.entries import (
-    Dir,
-    File,
-    GitRepo,
-    InContainerMountStrategy,
-    LocalFile,
-    RcloneMountPattern,
-    S3Mount,
-)
-from agents.sandbox.manifest import EnvEntry, EnvValue, StrEnvValue
-from agents.sandbox.types import Group, User
 
-from sandbank.agents import ScriptedAgentModel, from_sdk_manifest, model_for, to_sdk_manifest
-from sandbank.errors import ManifestError
-from sandbank.manifest import Manifest
-
-RCLONE = InContainerMountStrategy(pattern=RcloneMountPattern())
-
-
-class VaultValue(EnvValue):
-    type: str = "test-vault"
-    key: str
-
-    async def resolve(self) -> str:
-        return "from-vault"
-
-
-def test_ours_to_sdk_and_back() -> None:
-    ours = Manifest.parse({"env": {"A": "1", "PATH_X": "/opt"}, "user": "dev"})
-    files = {"src/app.py": b"print(1)\n", "bin/data": b"\x00\xff"}
-    sdk = to_sdk_manifest(ours, files)
-    assert sdk.root == "/workspace"
-    assert sdk.users == [User(name="dev")]
-    assert isinstance(sdk.entries["src/app.py"], File)
-    back, back_files = from_sdk_manifest(sdk)
-    assert back == ours and back_files == files
-
-
-def test_sdk_to_ours_and_back() -> None:
-    sub = Dir(children={"b": File(content=b"B")})
-    sdk = SdkManifest(
-        entries={
-            "README.md": File(content=b"# hi\n"),
-            "pkg": Dir(children={"a.py": File(content=b"A"), "sub": sub}),
-        },
-        environment={"value": {"PLAIN": "p", "TYPED": StrEnvValue(value="t"),
-                               "ENTRY": EnvEntry(value=StrEnvValue(value="e"), description="doc")}},
-        users=[User(name="agent")],
-    )  # fmt: skip
-    ours, files = from_sdk_manifest(sdk)
-    assert ours.env == {"PLAIN": "p", "TYPED": "t", "ENTRY": "e"} and ours.user == "agent"
-    assert files == {"README.md": b"# hi\n", "pkg/a.py": b"A", "pkg/sub/b": b"B"}
-    again = to_sdk_manifest(ours, files)
-    assert from_sdk_manifest(again) == (ours, files)
-
-
-@pytest.mark.parametrize(
-    ("sdk", "message"),
-    [
-        (SdkManifest(root="/srv"), "always at /workspace"),
-        (SdkManifest(users=[User(name="a"), User(name="b")]), "one user"),
-        (SdkManifest(groups=[Group(name="g", users=[User(name="a")])]), "groups"),
-        (SdkManifest(environment={"value": {"K": VaultValue(key="k")}}), "environment.K"),
-        (SdkManifest(environment={"value": {"K": EnvEntry(value=StrEnvValue(value="v"),
-                                                          ephemeral=True)}}), "ephemeral"),
-        (SdkManifest(entries={"f": File(content=b"x", ephemeral=True)}), "entries.f: ephemeral"),
-        (SdkManifest(entries={"f": LocalFile(src=Path("/etc/hostname"))}), "LocalFile entries"),
-        (SdkManifest(entries={"g": GitRepo(repo="openai/x", ref="main")}), "GitRepo entries"),
-        (SdkManifest(entries={"e": Dir()}), "Dir entries"),
-        (SdkManifest(entries={"data": S3Mount(bucket="b", mount_strategy=RCLONE)}), "mounts are"),
-    ],
-)  # fmt: skip
-def test_sdk_manifests_that_do_not_map(sdk: SdkManifest, message: str) -> None:
-    with pytest.raises(ManifestError, match=message):
-        from_sdk_manifest(sdk)
-
-
-def test_custom_permissions_do_not_map() -> None:
-    entry = File(content=b"x")
-    entry.permissions.other = 0
-    with pytest.raises(ManifestError, match="permissions"):
-        from_sdk_manifest(SdkManifest(entries={"f": entry}))
-
-
-def test_ours_that_does_not_map() -> None:
-    with pytest.raises(ManifestError, match="workdir"):
-        to_sdk_manifest(Manifest.parse({"workdir": "src"}))
-    with pytest.raises(ManifestError, match="root"):
-        to_sdk_manifest(Manifest(), {".": b"x"})
+from sandbank.agents import ScriptedAgentModel, model_for
 
 
 def test_model_for(monkeypatch: pytest.MonkeyPatch) -> None:
