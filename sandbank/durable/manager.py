@@ -30,6 +30,8 @@ from sandbank.durable.session import (
     SessionInfo,
     SessionState,
     SessionWorkflow,
+    Step,
+    ToolCallRecord,
     Turn,
     TurnResult,
     check_turn,
@@ -38,9 +40,22 @@ from sandbank.durable.worker import DEFAULT_TASK_QUEUE
 from sandbank.errors import SandbankError
 from sandbank.manifest import Manifest
 
-__all__ = ["SessionManager"]
+__all__ = ["AgentTurnResult", "SessionManager"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class AgentTurnResult:
+    """One agent turn: the agent's answer, its tool calls, the checkpoint after it."""
+
+    final_output: str
+    tool_calls: list[ToolCallRecord]
+    checkpoint: str | None
+    turn: int
+    seconds: float = 0.0
+    recovered: bool = False
+    """The sandbox was lost during the turn and rebuilt from the last checkpoint."""
 
 
 class SessionManager:
@@ -72,6 +87,8 @@ class SessionManager:
         destroy_after: float = 86400.0,
         worker_timeout: float = 30.0,
         continue_after_turns: int = 100,
+        agent: str | None = None,
+        model: str | None = None,
     ) -> str:
         """Start a session (its sandbox is created on the first message); returns its id.
 
@@ -80,7 +97,9 @@ class SessionManager:
         cannot stop), ``destroy_after`` destroys a stopped one. ``worker_timeout``: seconds
         a call waits for the worker that holds the sandbox; past it the sandbox is rebuilt
         from its last checkpoint on another worker. ``continue_after_turns``: turns per
-        workflow run before it continues as new (bounded history)."""
+        workflow run before it continues as new (bounded history). ``agent``: a registered
+        agent that runs this session's prompts (``prompt``), on ``model`` if given; an agent
+        no worker knows is refused here (``ConfigurationError``)."""
         session_id = session_id or f"session-{uuid.uuid4().hex[:10]}"
         manifest_json = Manifest.parse(manifest).to_json() if manifest is not None else None
         config = SessionConfig(
@@ -92,6 +111,8 @@ class SessionManager:
             destroy_after=destroy_after,
             worker_timeout=worker_timeout,
             continue_after_turns=continue_after_turns,
+            agent=agent,
+            model=model,
         )
         state = SessionState(config=config)
         self._check_size(
@@ -104,7 +125,28 @@ class SessionManager:
             id=session_id,
             task_queue=self.task_queue,
         )
+        if agent:
+            await self._update(session_id, SessionWorkflow.check_agent, None, type(None))
         return session_id
+
+    async def prompt(
+        self, session_id: str, text: str, attachments: dict[str, str] | None = None
+    ) -> AgentTurnResult:
+        """Run one agent turn on ``text`` (``attachments``: small files, path to text, written
+        into the workspace first). A turn that failed (say its model raised) raises its
+        error; the session keeps serving."""
+        steps = [Step("write", path=p, content=c) for p, c in (attachments or {}).items()]
+        result = await self.send(session_id, Turn(steps=steps, message=text, handler="agent"))
+        if result.error_type:
+            raise _SessionError(
+                f"session {session_id}: agent turn {result.turn} failed "
+                f"({result.error_type}): {result.error}"
+            )
+        return AgentTurnResult(
+            final_output=result.reply, tool_calls=result.tool_calls,
+            checkpoint=result.checkpoint, turn=result.turn, seconds=result.seconds,
+            recovered=result.recovered,
+        )  # fmt: skip
 
     async def send(self, session_id: str, turn: Turn) -> TurnResult:
         """Run a turn and return its result. Oversized parts fail here with

@@ -124,11 +124,24 @@ class StepResult:
 
 
 @dataclass
+class ToolCallRecord:
+    """One tool call of an agent turn."""
+
+    name: str
+    summary: str = ""
+    """Its arguments, cut short."""
+    exit_code: int | None = None
+    """The exit code of the last command it ran (None: it ran none)."""
+    seconds: float = 0.0
+
+
+@dataclass
 class TurnOutcome:
     """What a turn handler returns."""
 
     steps: list[StepResult] = field(default_factory=list)
     reply: str = ""
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -141,6 +154,7 @@ class TurnResult:
     error_type: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -171,6 +185,10 @@ class SessionConfig:
     worker_timeout: float = 30.0
     """Seconds a call waits for the worker holding the sandbox to pick it up; past it that
     worker counts as gone, and the sandbox is rebuilt from the last checkpoint elsewhere."""
+    agent: str | None = None
+    """The registered agent whose prompts this session runs (``sandbank.durable.agents``)."""
+    model: str | None = None
+    """The model name the agent's factory is given."""
 
 
 @dataclass
@@ -208,6 +226,8 @@ class SessionState:
     refused until a repair."""
     checkpoints: list[CheckpointMark] = field(default_factory=list)
     """The latest checkpoints with the turn each one follows."""
+    conversation: t.BlobRef | None = None
+    """An agent session's conversation so far, in the snapshot store (one blob per turn)."""
 
 
 @dataclass
@@ -521,6 +541,18 @@ class SessionWorkflow:
             raise RuntimeError("the session is stopped; start or fork a new one")
 
     @workflow.update
+    def check_agent(self) -> None:
+        """Refuse a session whose agent no worker registered (the session keeps serving)."""
+        if self.state.config.agent:
+            from sandbank.durable.agents import check_agent
+
+            try:
+                check_agent(self.state.config.agent)
+            except ConfigurationError as exc:
+                self._event("error", str(exc))
+                raise to_application_error(exc, non_retryable=True) from None
+
+    @workflow.update
     def rename(self, name: str) -> None:
         self.state.config.name = name
         self._event("renamed", name)
@@ -678,6 +710,7 @@ class SessionWorkflow:
                 self.state.dirty = True
                 outcome = await handler(box, turn)
                 result.steps, result.reply = outcome.steps, outcome.reply
+                result.tool_calls = outcome.tool_calls
                 if checkpoint_in_turn:
                     result.checkpoint = await self._turn_checkpoint(raise_lost=True)
                     checkpointed = True
@@ -703,9 +736,11 @@ class SessionWorkflow:
         _bound_output(result)
         result.seconds = workflow.time() - started
         codes = [s.exit_code for s in result.steps if s.exit_code is not None]
+        calls = "; ".join(f"{c.name}({c.summary}) -> {c.exit_code}" for c in result.tool_calls)
         self._event(
             "turn",
             f"{number}: {len(result.steps)} steps, exit codes {codes}"
+            + (f", tool calls: {calls}" if result.tool_calls else "")
             + (f", error {result.error_type}" if result.error_type else "")
             + (", recovered" if result.recovered else ""),
         )
@@ -1018,6 +1053,7 @@ class SessionWorkflow:
             events=list(self.state.events),
             last_activity=workflow.time(),
             forked_from=info.workflow_id,
+            conversation=self.state.conversation,
         )
         await workflow.start_child_workflow(
             SessionWorkflow.run,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -26,12 +27,20 @@ DEFAULT_TASK_QUEUE = "sandbank"
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
-    """The workflow sandbox with sandbank (plain data and pure helpers) passed through."""
+    """The workflow sandbox with sandbank (plain data and pure helpers) passed through, and
+    the Agents SDK with what its agents load (an agent turn builds its agent in the
+    workflow; its model client is only ever called in the model activity)."""
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "sandbank", "pydantic", "pydantic_core", "annotated_types"
+            "sandbank", "pydantic", "pydantic_core", "annotated_types", *_AGENT_MODULES
         )
     )
+
+
+_AGENT_MODULES = (
+    "agents", "openai", "mcp", "httpx", "httpcore", "httpcore2", "truststore", "anyio",
+    "sniffio", "certifi", "h11", "idna", "jiter", "distro", "griffe",
+)  # fmt: skip
 
 
 _WORKFLOW_ONLY_OPTIONS = frozenset(
@@ -98,12 +107,15 @@ def build_worker(
     workflows: Sequence[type] | None = None,
     extra_activities: Sequence[Callable[..., Any]] = (),
     pin_sandboxes: bool = True,
+    agents: dict[str, Callable[..., Any]] | None = None,
     **options: Any,
 ) -> SandbankWorker:
     """A worker running the session workflows and every sandbox activity on ``task_queue``,
     and the sandbox activities on its own queue (``activities.worker_queue_for(task_queue)``)
     for the sandboxes it creates. ``pin_sandboxes=False`` leaves sandboxes on the shared
-    queue (only right when every worker reaches every sandbox)."""
+    queue (only right when every worker reaches every sandbox). ``agents``: agent factories
+    by name for agent sessions (``sandbank.durable.agents.register_agent``, per process)."""
+    extra_activities = [*extra_activities, *_agent_activities(activities, agents)]
     if workflows is None:
         from sandbank.durable.session import SessionWorkflow
 
@@ -129,3 +141,18 @@ def build_worker(
     )
     log.info("sandboxes created here are served on task queue %r", worker_queue)
     return SandbankWorker(shared, pinned, worker_queue)
+
+
+def _agent_activities(
+    activities: SandboxActivities, agents: dict[str, Callable[..., Any]] | None
+) -> list[Callable[..., Any]]:
+    """The model activities, when this process has agents (registered here or before)."""
+    if agents is None and "sandbank.durable.agents" not in sys.modules:
+        return []
+    from sandbank.durable import agents as durable_agents
+
+    for name, factory in (agents or {}).items():
+        durable_agents.register_agent(name, factory)
+    if not durable_agents.agent_names():
+        return []
+    return durable_agents.AgentActivities(activities).activities()
