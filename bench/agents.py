@@ -252,7 +252,7 @@ class Side:
     async def close(self, session: Any) -> None:
         raise NotImplementedError
 
-    def direct_gaps(self, turns: int) -> dict[int, list[float]]:
+    async def direct_gaps(self, turns: int) -> dict[int, list[float]]:
         """The same turns without Temporal: tool-call gaps, from the model log."""
         raise NotImplementedError
 
@@ -306,7 +306,10 @@ class Anchor(Side):
     async def close(self, session: Any) -> None:
         await session["handle"].signal("finish")
 
-    def direct_gaps(self, turns: int) -> dict[int, list[float]]:
+    async def direct_gaps(self, turns: int) -> dict[int, list[float]]:
+        return await asyncio.to_thread(self._direct, turns)
+
+    def _direct(self, turns: int) -> dict[int, list[float]]:
         log = self.tmp / "direct-model.log"
         home = self.data_dir("direct")
         (home / "snapshots").mkdir(parents=True)
@@ -318,6 +321,87 @@ class Anchor(Side):
             env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         return tool_gaps(log, [f"d{n}" for n in range(1, turns + 1)])
+
+
+class Sandbank(Side):
+    name = "sandbank"
+    ready_line = "sandbank bench worker on task queue"
+
+    def __init__(self, tmp: Path, address: str, seed: dict[str, Any], store: Any) -> None:
+        super().__init__(tmp, address, seed)
+        self.store = store
+        self.store_dir = Path(seed["store_dir"])
+
+    def worker_argv(self, name: str, worker: str, queue: str) -> list[str]:
+        return [sys.executable, str(BENCH / "_sandbank_agents.py"), "worker", "--address",
+                self.address, "--task-queue", queue, "--identity", name, "--store",
+                f"file://{self.store_dir}", "--data-dir", str(self.data_dir(worker))]  # fmt: skip
+
+    def worker_env(self, worker: str) -> dict[str, str]:
+        return {"HOME": str(self.data_dir(worker))}
+
+    async def open(self, client: Any, queue: str, worker: str) -> Any:
+        """A session that sleeps from its first moment (released), restored from the seed
+        checkpoint on its first prompt."""
+        from sandbank.durable.manager import SessionManager
+        from sandbank.durable.session import SessionConfig, SessionState, SessionWorkflow
+
+        sid = f"bench-sandbank-{uuid.uuid4().hex[:8]}"
+        config = SessionConfig(provider="local", pause_after=3600, release_after=3600,
+                               destroy_after=7200, agent=_sandbank_agent())  # fmt: skip
+        state = SessionState(config=config, checkpoint=self.seed["checkpoint"],
+                             sandbox_state="released")  # fmt: skip
+        await client.start_workflow(SessionWorkflow.run, state, id=sid, task_queue=queue)
+        mgr = SessionManager(client, queue)
+        return {"handle": client.get_workflow_handle(sid), "sid": sid, "mgr": mgr}
+
+    async def turn(self, session: Any, text: str) -> dict[str, Any]:
+        result = await session["mgr"].prompt(session["sid"], text)
+        return {"final_output": result.final_output, "tool_calls": len(result.tool_calls),
+                "checkpoint": result.checkpoint}  # fmt: skip
+
+    def storage_bytes(self, session: Any) -> int:
+        return tree_bytes(self.store_dir)
+
+    async def close(self, session: Any) -> None:
+        await session["mgr"].stop(session["sid"])
+
+    async def direct_gaps(self, turns: int) -> dict[int, list[float]]:
+        """The same agent and turns with ``Runner.run`` on a live local sandbox through
+        sandbank's SDK client (``session_for``), no Temporal."""
+        from _agent_script import BenchModel
+        from agents import RunConfig, Runner
+        from agents.sandbox import SandboxAgent, SandboxRunConfig
+
+        from sandbank.agents import SandbankSandboxClient
+        from sandbank.providers.local import LocalProvider
+
+        log = self.tmp / "direct-model.log"
+        provider = LocalProvider(state_dir=self.data_dir("direct") / "local")
+        box = await provider.create()
+        os.environ[LOG_ENV] = str(log)
+        try:
+            await self.store.restore(self.seed["checkpoint"], box, if_not_empty="replace")
+            session = SandbankSandboxClient(provider).session_for(box)
+            agent = SandboxAgent(name="bench", instructions="You edit files and run commands.")
+            previous: str | None = None
+            for n in range(turns + 1):
+                config = RunConfig(model=BenchModel(), sandbox=SandboxRunConfig(session=session))
+                result = await Runner.run(
+                    agent, prompt(f"d{n}", f"d{n - 1}" if n else None), run_config=config,
+                    max_turns=20, previous_response_id=previous,
+                )  # fmt: skip
+                previous = result.last_response_id
+        finally:
+            del os.environ[LOG_ENV]
+            await provider.destroy(box.id)
+        return tool_gaps(log, [f"d{n}" for n in range(1, turns + 1)])
+
+
+def _sandbank_agent() -> str:
+    from _sandbank_agents import AGENT
+
+    return AGENT
 
 
 # -- the measurements -----------------------------------------------------------------------
@@ -448,7 +532,7 @@ async def measure(side: Side, client: Any, args: argparse.Namespace) -> dict[str
         f"{t['activities_per_turn']:.0f} activities/turn, tool calls {t['tool_calls_per_turn']}"
     )
     say(f"{side.name}: the same turns without Temporal ...")
-    direct = await asyncio.to_thread(side.direct_gaps, turns)
+    direct = await side.direct_gaps(turns)
     out["tool_call_added_p50_ms"] = added_per_call_ms(t.pop("gaps"), direct)
     say(f"  added per tool call p50 {out['tool_call_added_p50_ms']} ms")
     say(f"{side.name}: worker SIGKILLed mid-turn ...")
@@ -493,7 +577,7 @@ async def run(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
         anchor = Anchor(tmp, svc.address, seed, python)
         sides.append(anchor)
         report["anchor"] = await measure(anchor, client, args)
-        sandbank = sandbank_side(tmp, svc.address, seed)
+        sandbank = await sandbank_side(tmp, svc.address, seed)
         if sandbank is None:
             report["sandbank"] = NOT_MERGED
         else:
@@ -540,13 +624,23 @@ def workspace_tool() -> str:
     return os.environ.get("SANDBANK_WORKSPACE_TOOL", str(default))
 
 
-def sandbank_side(tmp: Path, address: str, seed: dict[str, Any]) -> Side | None:
-    """sandbank's side, or None while durable agent sessions are not there."""
+async def sandbank_side(tmp: Path, address: str, seed: dict[str, Any]) -> Side | None:
+    """sandbank's side (the seed checkpointed into its store), or None while durable agent
+    sessions are not there."""
     try:
-        from _sandbank_agents import Sandbank
+        from sandbank.durable.manager import SessionManager
+
+        if not hasattr(SessionManager, "prompt"):
+            return None
     except ImportError:
         return None
-    return Sandbank(tmp, address, seed)
+    from sandbank.snapshots import SnapshotStore
+
+    store_dir = tmp / "sandbank-store"
+    store = await SnapshotStore.open(f"file://{store_dir}", cache_dir=tmp / "sandbank-cache")
+    record = await store.snapshot(str(seed["dir"]), tags=("bench",))
+    return Sandbank(tmp, address, {**seed, "checkpoint": record.id, "store_dir": store_dir},
+                    store)  # fmt: skip
 
 
 def main() -> None:
