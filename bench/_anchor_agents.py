@@ -55,16 +55,19 @@ def summary(result: Any) -> dict[str, Any]:
 class AnchorAgentWorkflow:
     """Long-lived: one agent turn per ``turn`` update, until the ``finish`` signal."""
 
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, seed: dict[str, str]) -> None:
+        # Here, not in run: an update that comes with the start runs before run does.
+        self.snapshot: Any = LocalSnapshot(
+            id=seed["snapshot_id"], base_path=Path(seed["snapshot_dir"])
+        )
         self.session_state: Any = None
-        self.snapshot: Any = None
         self.previous_response_id: str | None = None
         self.finished = False
         self.turns = 0
 
     @workflow.run
     async def run(self, seed: dict[str, str]) -> int:
-        self.snapshot = LocalSnapshot(id=seed["snapshot_id"], base_path=Path(seed["snapshot_dir"]))
         await workflow.wait_condition(lambda: self.finished)
         return self.turns
 

@@ -16,8 +16,8 @@ an answer) on both sides, each worker a process of its own with its own data dir
   the local provider, checkpoints in a file:// store.
 
 Figures per side: wall time per turn (p50 over ``--turns`` after one warm-up), bytes
-written to storage per turn (anchor: its snapshot tar; sandbank: what the store's
-directory grew by), history bytes and activities per turn (``fetch_history``), time added
+written to storage per turn (the files created or rewritten during the turn: the anchor's
+snapshot tars, sandbank's store), history bytes and activities per turn (``fetch_history``), time added
 per tool call (the gap between two model calls, as the model sees it, minus the same gap
 when the same agent runs the same calls without Temporal), SIGKILL of the worker mid-turn
 to the next model call on the other worker, and whether the workspace is intact when the
@@ -246,8 +246,14 @@ class Side:
     async def turn(self, session: Any, text: str) -> dict[str, Any]:
         raise NotImplementedError
 
-    def storage_bytes(self, session: Any) -> int:
+    def storage(self) -> list[Path]:
+        """The files this side keeps its snapshots or checkpoints in."""
         raise NotImplementedError
+
+    def written_since(self, since: float) -> int:
+        """Bytes of the storage files written (created or rewritten) since ``since``."""
+        stats = [p.stat() for p in self.storage() if p.exists()]
+        return sum(st.st_size for st in stats if st.st_mtime >= since)
 
     async def close(self, session: Any) -> None:
         raise NotImplementedError
@@ -295,13 +301,9 @@ class Anchor(Side):
         out: dict[str, Any] = await session["handle"].execute_update("turn", text)
         return out
 
-    def storage_bytes(self, session: Any) -> int:
-        tar: Path = session["tar"]
-        return tar.stat().st_size if tar.exists() else 0
-
-    def written_per_turn(self, session: Any) -> int:
-        """The anchor rewrites its whole tar each turn (checked: the tar's mtime moves)."""
-        return self.storage_bytes(session)
+    def storage(self) -> list[Path]:
+        """The snapshot tars on the workers' disks (rewritten whole at every turn's end)."""
+        return list(self.tmp.glob("data-*/**/*.tar"))
 
     async def close(self, session: Any) -> None:
         await session["handle"].signal("finish")
@@ -360,8 +362,9 @@ class Sandbank(Side):
         return {"final_output": result.final_output, "tool_calls": len(result.tool_calls),
                 "checkpoint": result.checkpoint}  # fmt: skip
 
-    def storage_bytes(self, session: Any) -> int:
-        return tree_bytes(self.store_dir)
+    def storage(self) -> list[Path]:
+        """The store's files (content-addressed packs, snapshot records, refs)."""
+        return [p for p in self.store_dir.rglob("*") if p.is_file()]
 
     async def close(self, session: Any) -> None:
         await session["mgr"].stop(session["sid"])
@@ -419,7 +422,7 @@ async def bench_turns(side: Side, client: Any, turns: int) -> dict[str, Any]:
     try:
         history_after_warmup = (0, 0)
         for n, tag in enumerate(tags):
-            before = side.storage_bytes(session)
+            before = time.time()
             started = time.perf_counter()
             result = await side.turn(session, prompt(tag, tags[n - 1] if n else None))
             wall = time.perf_counter() - started
@@ -428,8 +431,7 @@ async def bench_turns(side: Side, client: Any, turns: int) -> dict[str, Any]:
                 history_after_warmup = await history_stats(session["handle"])
                 continue
             walls.append(wall)
-            written.append(side.written_per_turn(session) if isinstance(side, Anchor) else
-                           side.storage_bytes(session) - before)  # fmt: skip
+            written.append(side.written_since(before))
         history_end = await history_stats(session["handle"])
         intact = workspace_seen(side.model_log, tags[-1], tags[-2])
     finally:
