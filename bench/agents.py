@@ -15,13 +15,19 @@ an answer) on both sides, each worker a process of its own with its own data dir
 * sandbank: a durable agent session (``SessionManager.start(agent=...)`` + ``prompt``) on
   the local provider, checkpoints in a file:// store.
 
-Figures per side: wall time per turn (p50 over ``--turns`` after one warm-up), bytes
-written to storage per turn (the files created or rewritten during the turn: the anchor's
-snapshot tars, sandbank's store), history bytes and activities per turn (``fetch_history``), time added
-per tool call (the gap between two model calls, as the model sees it, minus the same gap
-when the same agent runs the same calls without Temporal), SIGKILL of the worker mid-turn
-to the next model call on the other worker, and whether the workspace is intact when the
-next turn lands on a worker with another data directory (the first one's is moved away).
+Figures per side:
+
+* wall time per turn, p50 over ``--turns`` after one warm-up;
+* bytes written to storage per turn: the files created or rewritten during the turn (the
+  anchor's snapshot tars, sandbank's store);
+* history bytes and activities per turn (``fetch_history``);
+* time added per tool call: the gap between two model calls, as the model sees it, minus
+  the same gap when the same agent makes the same calls without Temporal (p50 over the
+  10 tool calls of the per-call median differences);
+* SIGKILL of the worker that made the turn's 4th model call, to the next model call of
+  that turn on the other worker (two workers, one data directory);
+* whether the workspace is intact when the next turn lands on a worker with another data
+  directory (the first worker is gone and its data directory moved away).
 
 With ``--json`` the last line is one JSON object with every figure and a ``targets`` map
 (value, limit, met). A benchmark, not a test: the machine is shared; read ratios.
@@ -70,6 +76,7 @@ NOT_MERGED = "not run: durable agent sessions not merged yet"
 # This file's name hides the SDK's ``agents`` package: its folder goes last on the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 from _agent_script import LOG_ENV, prompt  # noqa: E402
+from _sandbank_agents import AGENT  # noqa: E402
 
 
 def say(text: str) -> None:
@@ -350,7 +357,7 @@ class Sandbank(Side):
 
         sid = f"bench-sandbank-{uuid.uuid4().hex[:8]}"
         config = SessionConfig(provider="local", pause_after=3600, release_after=3600,
-                               destroy_after=7200, agent=_sandbank_agent())  # fmt: skip
+                               destroy_after=7200, agent=AGENT)  # fmt: skip
         state = SessionState(config=config, checkpoint=self.seed["checkpoint"],
                              sandbox_state="released")  # fmt: skip
         await client.start_workflow(SessionWorkflow.run, state, id=sid, task_queue=queue)
@@ -399,12 +406,6 @@ class Sandbank(Side):
             del os.environ[LOG_ENV]
             await provider.destroy(box.id)
         return tool_gaps(log, [f"d{n}" for n in range(1, turns + 1)])
-
-
-def _sandbank_agent() -> str:
-    from _sandbank_agents import AGENT
-
-    return AGENT
 
 
 # -- the measurements -----------------------------------------------------------------------
