@@ -140,7 +140,7 @@ async def direct(args: argparse.Namespace) -> None:
         )  # fmt: skip
         result = await Runner.run(
             agent(), prompt(tag, prev_tag),
-            run_config=RunConfig(model=BenchModel(), sandbox=sandbox),
+            run_config=RunConfig(model=BenchModel(), sandbox=sandbox, tracing_disabled=True),
             max_turns=MAX_TURNS, previous_response_id=previous,
         )  # fmt: skip
         previous = result.last_response_id

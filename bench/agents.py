@@ -396,7 +396,10 @@ class Sandbank(Side):
             agent = SandboxAgent(name="bench", instructions="You edit files and run commands.")
             previous: str | None = None
             for n in range(turns + 1):
-                config = RunConfig(model=BenchModel(), sandbox=SandboxRunConfig(session=session))
+                config = RunConfig(
+                    model=BenchModel(), sandbox=SandboxRunConfig(session=session),
+                    tracing_disabled=True,
+                )  # fmt: skip
                 result = await Runner.run(
                     agent, prompt(f"d{n}", f"d{n - 1}" if n else None), run_config=config,
                     max_turns=20, previous_response_id=previous,
@@ -536,8 +539,16 @@ async def measure(side: Side, client: Any, args: argparse.Namespace) -> dict[str
     )
     say(f"{side.name}: the same turns without Temporal ...")
     direct = await side.direct_gaps(turns)
-    out["tool_call_added_p50_ms"] = added_per_call_ms(t.pop("gaps"), direct)
-    say(f"  added per tool call p50 {out['tool_call_added_p50_ms']} ms")
+    durable = t.pop("gaps")
+    out["tool_call_added_p50_ms"] = added_per_call_ms(durable, direct)
+    out["tool_call_gap_p50_ms"] = {
+        "durable": round(statistics.median(g for k in durable for g in durable[k]) * 1e3, 1),
+        "direct": round(statistics.median(g for k in direct for g in direct[k]) * 1e3, 1),
+    }
+    say(
+        f"  added per tool call p50 {out['tool_call_added_p50_ms']} ms (gap between model "
+        f"calls p50: {out['tool_call_gap_p50_ms']})"
+    )
     say(f"{side.name}: worker SIGKILLed mid-turn ...")
     out["kill"] = k = await bench_kill(side, client, args.kill_wait)
     say(f"  {k}")
@@ -549,7 +560,7 @@ async def measure(side: Side, client: Any, args: argparse.Namespace) -> dict[str
 
 
 def ratio(a: Any, b: Any) -> float | None:
-    return round(a / b, 4) if isinstance(a, int | float) and b else None
+    return float(f"{a / b:.3g}") if isinstance(a, int | float) and b else None
 
 
 def target(value: Any, limit: float) -> dict[str, Any]:
