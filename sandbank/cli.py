@@ -30,6 +30,7 @@ err_console = Console(stderr=True, soft_wrap=True)
 """Errors print here as one line at any terminal width."""
 
 _LAZY_COMMANDS = {
+    "chat": ("sandbank.durable.chat", "chat_command"),
     "conformance": ("sandbank.conformance.cli", "conformance_command"),
     "demo": ("sandbank.durable.demo", "demo_command"),
     "dev": ("sandbank.durable.cli", "dev_command"),

@@ -43,7 +43,13 @@ with workflow.unsafe.imports_passed_through():
         run_steps,
     )
     from sandbank.durable.workflow_sandbox import WorkflowSandbox
-    from sandbank.errors import ConfigurationError, PathNotFound, SandbankError
+    from sandbank.errors import (
+        ConfigurationError,
+        PathNotFound,
+        SandbankError,
+        SandboxLost,
+        SandboxNotFound,
+    )
     from sandbank.providers.base import ExecResult, SandboxStatus
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     "AgentContext",
     "AgentFactory",
     "AgentSpec",
+    "AgentTurnFailed",
     "ModelCallFailed",
     "ToolCallRecord",
     "UnknownAgent",
@@ -69,6 +76,7 @@ TOOL_OUTPUT_LIMIT = 64 * 1024
 _INLINE_ITEMS = 8 * 1024
 """A model call's new items above this size travel as a blob, not in the history."""
 _SUMMARY = 120
+AGENTS_MD = "AGENTS.md"
 
 
 @dataclass
@@ -103,7 +111,11 @@ class UnknownAgent(ConfigurationError):
         )
 
 
-class ModelCallFailed(SandbankError):
+class AgentTurnFailed(SandbankError):
+    """The agent's run failed (say it passed ``MAX_MODEL_CALLS``); the session keeps serving."""
+
+
+class ModelCallFailed(AgentTurnFailed):
     """The model raised; the turn ends with this error and the session keeps serving."""
 
 
@@ -116,6 +128,20 @@ def register_agent(name: str, factory: AgentFactory) -> None:
 
 def agent_names() -> list[str]:
     return sorted(_AGENTS)
+
+
+def coder(ctx: AgentContext) -> Any:
+    """The built-in ``coder``: a sandbox agent with the shell and file tools, on
+    ``model_for(ctx.model_name)`` (the scripted model without a key)."""
+    from agents.sandbox import SandboxAgent
+    from agents.sandbox.capabilities import Filesystem, Shell
+
+    from sandbank.agents import model_for
+
+    return SandboxAgent(
+        name=ctx.name, instructions="You write code and run its tests in the workspace.",
+        capabilities=[Filesystem(), Shell()], model=model_for(ctx.model_name),
+    )  # fmt: skip
 
 
 def check_agent(name: str) -> None:
@@ -139,23 +165,27 @@ class ModelCallInput:
     session_id: str
     spec: t.BlobRef
     """Instructions, tool schemas and settings, staged once per workflow run."""
-    conversation: t.BlobRef | None
-    """The earlier turns' items."""
+    base: t.BlobRef | None
+    """The items the model saw before (earlier turns, this turn's earlier calls)."""
     items_json: str | None = None
     items: t.BlobRef | None = None
-    """This turn's items so far: inline when small, else staged."""
+    """The items since ``base``: inline when small, else staged."""
+    agents_md: t.BlobRef | None = None
+    """The workspace's ``AGENTS.md`` at the start of the turn, added to the instructions."""
 
 
 @dataclass
 class ModelCallOutput:
     output_json: str
+    input: t.BlobRef
+    """All the items this call gave the model: the next call's ``base``."""
     input_tokens: int = 0
     output_tokens: int = 0
 
 
 @dataclass
 class RememberInput:
-    conversation: t.BlobRef | None
+    base: t.BlobRef | None
     items_json: str
 
 
@@ -187,13 +217,18 @@ class AgentActivities:
         from agents.models.interface import ModelTracing
 
         spec = json.loads(await self._load(inp.spec))
-        items = await self._items(inp.conversation)
+        items = await self._items(inp.base)
         items += json.loads(inp.items_json) if inp.items_json else await self._items(inp.items)
+        given = await self._save(items)
+        instructions = spec["instructions"]
+        if inp.agents_md is not None:
+            notes = (await self._load(inp.agents_md)).decode("utf-8", "replace")
+            instructions = f"{instructions or ''}\n\n# AGENTS.md of the workspace\n\n{notes}"
         agent = build_agent(inp.agent, inp.session_id)
         model = _worker_model(agent, inp.agent.model)
         try:
             response = await model.get_response(
-                spec["instructions"], items, _settings(spec["settings"]), _tools(spec["tools"]),
+                instructions, items, _settings(spec["settings"]), _tools(spec["tools"]),
                 None, [], tracing=ModelTracing.DISABLED, previous_response_id=None,
             )  # fmt: skip
         except Exception as exc:
@@ -203,14 +238,17 @@ class AgentActivities:
         usage = response.usage
         return ModelCallOutput(
             json.dumps([_dump(item) for item in response.output]),
+            given,
             int(getattr(usage, "input_tokens", 0) or 0),
             int(getattr(usage, "output_tokens", 0) or 0),
         )
 
     @activity.defn(name=REMEMBER)
     async def remember(self, inp: RememberInput) -> t.BlobRef:
-        """The conversation with this turn's items appended, as a new blob."""
-        items = await self._items(inp.conversation) + json.loads(inp.items_json)
+        """The conversation with this turn's last items appended, as a new blob."""
+        return await self._save(await self._items(inp.base) + json.loads(inp.items_json))
+
+    async def _save(self, items: list[Any]) -> t.BlobRef:
         data = json.dumps(items).encode()
         blob: t.BlobRef = await self.sandbox._save_blob(data, "conversation.json")
         self._cache[blob.snapshot_id] = data
@@ -292,9 +330,15 @@ def _dump(item: Any) -> Any:
 class _ActivityModel(Model):
     """The SDK's ``Model`` as the workflow sees it: each call is a ``MODEL_CALL`` activity."""
 
-    def __init__(self, spec: AgentSpec, session_id: str, conversation: t.BlobRef | None) -> None:
+    def __init__(
+        self, spec: AgentSpec, session_id: str, conversation: t.BlobRef | None,
+        agents_md: t.BlobRef | None = None,
+    ) -> None:  # fmt: skip
         self.spec, self.session_id, self.conversation = spec, session_id, conversation
-        self.calls = 0
+        self.agents_md = agents_md
+        self.base, self.covered = conversation, 0
+        """What the model has seen: ``base`` holds the earlier turns and the first
+        ``covered`` items of this turn (each call sends only the items after them)."""
 
     async def get_response(
         self, system_instructions: str | None, input: str | list[Any], model_settings: Any,
@@ -319,18 +363,21 @@ class _ActivityModel(Model):
             },
             sort_keys=True,
         ).encode()
-        items_json = json.dumps([_dump(i) for i in items])
-        inp = ModelCallInput(self.spec, self.session_id, await _staged(spec), self.conversation)
+        if len(items) < self.covered:  # the runner changed earlier items: send them all
+            self.base, self.covered = self.conversation, 0
+        items_json = json.dumps([_dump(i) for i in items[self.covered :]])
+        inp = ModelCallInput(self.spec, self.session_id, await _staged(spec), self.base)
+        inp.agents_md = self.agents_md
         if len(items_json) > _INLINE_ITEMS:
             inp.items = await _staged(items_json.encode())
         else:
             inp.items_json = items_json
-        self.calls += 1
         out: ModelCallOutput = await workflow.execute_activity(
             MODEL_CALL, inp, result_type=ModelCallOutput,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=_model_retry(),
         )  # fmt: skip
+        self.base, self.covered = out.input, len(items)
         adapter: TypeAdapter[Any] = TypeAdapter(ResponseOutputItem)
         output = [adapter.validate_python(i) for i in json.loads(out.output_json)]
         usage = Usage(
@@ -351,19 +398,18 @@ def _model_retry() -> Any:
     )
 
 
-_STAGED: dict[str, t.BlobRef] = {}
-
-
 async def _staged(data: bytes) -> t.BlobRef:
-    """``data`` in the store through a local activity (its input stays out of history)."""
-    key = f"{workflow.info().run_id}:{hashlib.sha256(data).hexdigest()}"
-    ref = _STAGED.get(key)
+    """``data`` in the store through a local activity (its input stays out of history),
+    once per workflow run (the cache lives on the workflow, so a replay stages it again)."""
+    staged: dict[str, t.BlobRef] = workflow.instance().__dict__.setdefault("_agent_staged", {})
+    key = hashlib.sha256(data).hexdigest()
+    ref = staged.get(key)
     if ref is None:
         ref = await workflow.execute_local_activity(
             t.STAGE_BYTES, t.StageBytesInput(t.b64encode(data), "agent.json"),
             result_type=t.BlobRef, start_to_close_timeout=timedelta(minutes=2),
         )  # fmt: skip
-        _STAGED[key] = ref
+        staged[key] = ref
     return ref
 
 
@@ -372,12 +418,26 @@ class _Provider:
         self.name = name
 
 
+class _Watched(WorkflowSandbox):
+    """The session's sandbox, remembering the first call that found it lost: the SDK turns
+    a tool's error into text for the model, and the turn must end on it instead."""
+
+    lost: SandbankError | None = None
+
+    async def _call(self, name: str, arg: Any, result_type: Any, **kw: Any) -> Any:
+        try:
+            return await super()._call(name, arg, result_type, **kw)
+        except (SandboxLost, SandboxNotFound, t.ExecInterrupted) as exc:
+            self.lost = self.lost or exc
+            raise
+
+
 class _Box:
     """``WorkflowSandbox`` with the few ``Sandbox`` calls the SDK session makes beyond it
     (tars of single entries, built from listings and reads). Records each exec."""
 
     def __init__(self, box: WorkflowSandbox, provider: str) -> None:
-        self.inner = box
+        self.inner = _Watched(box.ref, capabilities=box.capabilities, options=box.options)
         self.provider = _Provider(provider)
         self.execs: list[tuple[float, int | None]] = []
 
@@ -396,11 +456,9 @@ class _Box:
         return result
 
     async def status(self) -> SandboxStatus:
-        status = await self.inner.status()
-        return SandboxStatus.LOST if status == "missing" else status
-
-    async def resume(self) -> None:
-        await self.inner.resume()
+        """Running: the session made the sandbox live for this turn (no activity per tool
+        call); a sandbox lost since fails the next call, and the session recovers it."""
+        return SandboxStatus.RUNNING
 
     async def aclose(self) -> None:
         """The session keeps its sandbox between turns."""
@@ -418,9 +476,13 @@ class _Box:
         await self.inner.mkdir(path)
 
     async def export_tar(self, paths: Sequence[str] | None = None) -> AsyncIterator[bytes]:
+        if not paths:
+            raise ConfigurationError(
+                "an agent turn does not export the whole workspace: the session checkpoints it"
+            )
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            for path in paths or ["."]:
+            for path in paths:
                 parent = path.rsplit("/", 1)[0] if "/" in path else "."
                 entry = next(
                     (e for e in await self.inner.list_tree(parent) if e.path == path), None
@@ -529,7 +591,10 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
     session_id = workflow.info().workflow_id
     with workflow.unsafe.sandbox_unrestricted():  # the factory may build a model client
         agent = build_agent(spec, session_id)
-    model = _ActivityModel(spec, session_id, state.conversation)
+    # A turn run again (its sandbox was lost) starts from the conversation it started from.
+    starts: dict[int, Any] = session.__dict__.setdefault("_agent_turn_start", {})
+    conversation = starts.setdefault(state.turns, state.conversation)
+    model = _ActivityModel(spec, session_id, conversation, await _agents_md(box))
     agent = agent.clone(model=model)  # the agent's own model runs in the activity only
     adapter = _Box(box, config.provider)
     timing = _Timing()
@@ -543,18 +608,28 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
             agent, turn.message, run_config=run_config, max_turns=MAX_MODEL_CALLS,
             hooks=_hooks(adapter, timing),
         )  # fmt: skip
-    except SandbankError:
-        raise
     except Exception as exc:  # the SDK wraps what a model or tool raised
-        raise _turn_error(exc) from exc
-    items = json.dumps([_dump(i) for i in result.to_input_list()])
+        error = adapter.inner.lost or _turn_error(exc)
+        if error is exc:
+            raise
+        raise error from exc
+    if adapter.inner.lost is not None:  # the session rebuilds the sandbox, runs the turn again
+        raise adapter.inner.lost
+    items = json.dumps([_dump(i) for i in result.to_input_list()[model.covered :]])
     state.conversation = await workflow.execute_activity(
-        REMEMBER, RememberInput(state.conversation, items), result_type=t.BlobRef,
+        REMEMBER, RememberInput(model.base, items), result_type=t.BlobRef,
         start_to_close_timeout=timedelta(minutes=2), retry_policy=_model_retry(),
     )  # fmt: skip
     output = result.final_output
     reply = output if isinstance(output, str) else json.dumps(_dump(output))
     return TurnOutcome(reply=reply, tool_calls=_records(result.new_items, timing))
+
+
+async def _agents_md(box: WorkflowSandbox) -> t.BlobRef | None:
+    """The workspace's ``AGENTS.md`` staged in the store (its text stays out of history)."""
+    if (await box.exec(["test", "-f", AGENTS_MD], output_limit=0)).exit_code != 0:
+        return None  # (a failed stage_file would put its stack trace in the history)
+    return await box.stage_file(AGENTS_MD)
 
 
 def _turn_error(exc: BaseException) -> SandbankError:
@@ -569,7 +644,7 @@ def _turn_error(exc: BaseException) -> SandbankError:
                 return mapped
             return ModelCallFailed(str(seen.cause))
         seen = seen.__cause__ or seen.__context__
-    return ModelCallFailed(f"the agent turn failed: {type(exc).__name__}: {exc}")
+    return AgentTurnFailed(f"the agent turn failed: {type(exc).__name__}: {exc}")
 
 
 def _sdk_session(box: _Box) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -228,6 +229,7 @@ async def _serve(
     store_url: str | None,
     state_dir: str | None,
     identity: str | None = None,
+    agent_modules: Sequence[str] = (),
 ) -> None:
     from sandbank.durable.activities import SandboxActivities
 
@@ -247,6 +249,7 @@ async def _serve(
     acts = SandboxActivities(provider, store)
     try:
         extra: dict[str, Any] = {"identity": identity} if identity else {}
+        extra["agents"] = _agents(agent_modules)
         async with build_worker(client, acts, task_queue=task_queue, **extra) as worker:
             click.echo(
                 f"worker on task queue {task_queue!r} (its sandboxes on "
@@ -260,6 +263,26 @@ async def _serve(
             await store.aclose()
 
 
+def _agents(modules: Sequence[str]) -> dict[str, Any] | None:
+    """The built-in ``coder`` agent (when the Agents SDK is installed), then the agents
+    that ``modules`` register when imported."""
+    try:
+        from sandbank.durable.agents import coder
+    except ImportError:
+        if modules:
+            raise ConfigurationError(
+                "--agents needs the OpenAI Agents SDK: pip install 'sandbank[agents]'"
+            ) from None
+        return None
+    found: dict[str, Any] = {"coder": coder}
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigurationError(f"--agents {module}: cannot import it ({exc})") from exc
+    return found
+
+
 @click.command("worker")
 @_address
 @_namespace
@@ -269,9 +292,14 @@ async def _serve(
 @click.option("--store", "store_url", envvar="SANDBANK_STORE", help="Snapshot store URL.")
 @click.option("--state-dir", default=None, help="Where the local provider keeps sandboxes.")
 @click.option("--identity", default=None, help="Worker identity shown by Temporal.")
+@click.option(
+    "--agents", "agent_modules", multiple=True, metavar="MODULE",
+    help="Import MODULE first: its register_agent calls add agents (built in: coder).",
+)  # fmt: skip
 def worker_command(
     address: str, namespace: str, task_queue: str, tls: bool, api_key: str | None,
     store_url: str | None, state_dir: str | None, identity: str | None,
+    agent_modules: tuple[str, ...],
 ) -> None:  # fmt: skip
     """Run a worker (sandbox activities and session workflows) against any Temporal.
 
@@ -279,7 +307,7 @@ def worker_command(
 
     async def main() -> None:
         client = await _connect(address, namespace, tls, api_key)
-        await _serve(client, task_queue, store_url, state_dir, identity)
+        await _serve(client, task_queue, store_url, state_dir, identity, agent_modules)
 
     with (
         _exit_without_teardown(),
@@ -418,12 +446,14 @@ def _read_manifest(path: str) -> Any:
     help="Seconds a call waits for the worker holding the sandbox before rebuilding elsewhere.",
 )  # fmt: skip
 @click.option("--continue-after-turns", type=int, default=100, show_default=True)
+@click.option("--agent", default=None, help="A registered agent runs the session's prompts.")
+@click.option("--model", default=None, help="The model name the agent is given.")
 @json_flag
 @click.pass_context
 def start_cmd(
     ctx: click.Context, provider: str, manifest: str | None, name: str,
     pause_after: float, release_after: float, destroy_after: float, worker_timeout: float,
-    continue_after_turns: int, as_json: bool,
+    continue_after_turns: int, agent: str | None, model: str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Start a session; prints its id. Idle, its sandbox is paused after --pause-after,
     stopped after --release-after and destroyed after --destroy-after (each where the
@@ -440,6 +470,8 @@ def start_cmd(
             destroy_after=destroy_after,
             worker_timeout=worker_timeout,
             continue_after_turns=continue_after_turns,
+            agent=agent,
+            model=model,
         ),
     )
     if as_json:
@@ -507,11 +539,25 @@ def send_cmd(ctx: click.Context, session_id: str, commands: tuple[str, ...], as_
 
     Their stdout and stderr print when the turn returns. The exit code is that of the
     first command that failed (0 when all passed), also with --json; 2 when the turn
-    itself failed."""
+    itself failed. In a session with an agent the arguments are one prompt: the agent's
+    answer prints, its tool calls go to stderr."""
     from sandbank.durable.session import Step, Turn
 
-    turn = Turn(steps=[Step("exec", cmd=c) for c in commands])
-    result = manager_call(ctx, lambda m: m.send(session_id, turn))
+    async def send(m: Any) -> Any:
+        if (await m.describe(session_id)).agent:
+            return await m.prompt(session_id, " ".join(commands))
+        return await m.send(session_id, Turn(steps=[Step("exec", cmd=c) for c in commands]))
+
+    result = manager_call(ctx, send)
+    if not hasattr(result, "steps"):  # an agent turn
+        if as_json:
+            print_json(result)
+            return
+        for call in result.tool_calls:
+            code = "" if call.exit_code is None else f" -> exit {call.exit_code}"
+            err_console.print(f"[dim]{call.name}({call.summary}){code}[/dim]", highlight=False)
+        click.echo(result.final_output)
+        return
     if as_json:
         print_json(result)
     else:

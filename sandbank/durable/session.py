@@ -199,6 +199,8 @@ class CheckpointMark:
     rolled_back_at: int | None = None
     """Set when a repair made this checkpoint the workspace again: the session's turn count
     then (the turns in between were lost by that repair, not by a later one)."""
+    conversation: t.BlobRef | None = None
+    """An agent session's conversation when this checkpoint was taken (they go together)."""
 
 
 @dataclass
@@ -245,6 +247,8 @@ class SessionInfo:
     migrating: bool = False
     damaged: str | None = None
     """Set when the checkpoint cannot be restored: why, naming the damaged object."""
+    agent: str | None = None
+    """The agent that runs this session's prompts (None: a session of commands)."""
 
 
 @dataclass
@@ -579,6 +583,7 @@ class SessionWorkflow:
             stopped=s.stopped,
             migrating=self._migration is not None,
             damaged=s.damaged,
+            agent=s.config.agent,
         )
 
     @workflow.query
@@ -870,9 +875,8 @@ class SessionWorkflow:
             raise
         s.checkpoint, s.dirty = out.snapshot_id, False
         s.checkpoint_bytes = out.logical_bytes
-        s.checkpoints = [*s.checkpoints, CheckpointMark(out.snapshot_id, s.turns)][
-            -_CHECKPOINT_MARKS:
-        ]
+        mark = CheckpointMark(out.snapshot_id, s.turns, conversation=s.conversation)
+        s.checkpoints = [*s.checkpoints, mark][-_CHECKPOINT_MARKS:]
         self._event(
             "checkpoint", f"{out.snapshot_id} ({out.files} files, {out.new_bytes} new bytes)"
         )
@@ -1024,6 +1028,7 @@ class SessionWorkflow:
         s.checkpoint, s.checkpoint_bytes = found.intact, found.logical_bytes
         s.dirty, s.damaged, s.sandbox_state = False, None, "released"
         if marks:
+            s.conversation = marks[-1].conversation
             kept = s.checkpoints[: s.checkpoints.index(marks[-1]) + 1]
             s.checkpoints = [*kept, replace(marks[-1], rolled_back_at=s.turns)]
         what = (

@@ -1,7 +1,8 @@
 """A sandbank worker as its own OS process, for the fault tests (so SIGKILL is real).
 
     python -m tests.durable.worker_main --address HOST:PORT --task-queue Q --store URL \
-        [--state-dir DIR] [--docker-image IMAGE] [--identity NAME] [--ready FILE]
+        [--state-dir DIR] [--docker-image IMAGE] [--identity NAME] [--ready FILE] \
+        [--agents MODULE]
 
 It holds a local provider (``--state-dir``) and/or a docker provider (``--docker-image``)
 and a snapshot store, writes ``--ready`` once it polls, and shuts down on SIGTERM. A lost
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -36,6 +38,8 @@ async def _connect(address: str, namespace: str) -> Client:
 async def main(args: argparse.Namespace) -> None:
     from sandbank.snapshots import SnapshotStore
 
+    if args.agents:  # a module that registers agents on import
+        importlib.import_module(args.agents)
     providers: dict[str, Any] = {}
     if args.state_dir:
         from sandbank.providers.local import LocalProvider
@@ -81,6 +85,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--docker-image")
     p.add_argument("--identity", default=f"worker-{os.getpid()}")
     p.add_argument("--ready")
+    p.add_argument("--agents", help="import this module first (it registers agents)")
     p.add_argument("--no-eager", action="store_true", help="no eager activity dispatch")
     return p.parse_args(argv)
 
