@@ -10,8 +10,8 @@ an answer) on both sides, each worker a process of its own with its own data dir
 * the anchor: temporalio-openai-agents 1.1's ``OpenAIAgentsPlugin`` with
   ``SandboxClientProvider("local", UnixLocalSandboxClient())`` and the sample
   ``AgentWorkflow`` pattern (``bench/_anchor_agents.py``), under openai-agents 0.22.3 in
-  its own venv (``$SANDBANK_ANCHOR_VENV``, else /work/venv-oa22 or
-  /var/cache/sandbank/venv-oa22); its worker has its own HOME, where its snapshots live;
+  its own venv (``$SANDBANK_ANCHOR_VENV``, else /var/cache/sandbank/venv-oa22 from
+  scripts/setup.sh); its worker has its own HOME, where its snapshots live;
 * sandbank: a durable agent session (``SessionManager.start(agent=...)`` + ``prompt``) on
   the local provider, checkpoints in a file:// store.
 
@@ -62,7 +62,7 @@ require(
 
 BENCH = Path(__file__).resolve().parent
 ANCHOR_VERSIONS = {"openai-agents": "0.22.3", "temporalio-openai-agents": "1.1.0"}
-ANCHOR_VENVS = ("/work/venv-oa22", "/var/cache/sandbank/venv-oa22")
+ANCHOR_VENVS = ("/var/cache/sandbank/venv-oa22",)  # made by scripts/setup.sh
 LIMITS = {
     "turn_vs_anchor": 0.5,
     "storage_per_turn_vs_anchor": 0.05,
