@@ -456,7 +456,8 @@ class RunloopProvider(Provider):
     ``RUNLOOP_BASE_URL``, else the SDK's default), ``blueprint`` (the blueprint name to start
     from when the manifest names no image), ``keep_alive_seconds`` (Runloop shuts an idle
     devbox down after this long), ``workspace`` (where the workspace is inside the devbox),
-    ``http_client`` (an ``httpx.AsyncClient`` for the SDK, e.g. an ASGI transport).
+    ``http_client`` (an ``httpx.AsyncClient`` for the SDK), ``retries`` (how often the SDK
+    itself retries a 429, 5xx or dropped connection).
     """
 
     name = "runloop"
@@ -471,6 +472,7 @@ class RunloopProvider(Provider):
         keep_alive_seconds: int | None = None,
         workspace: str = WORKSPACE,
         http_client: Any = None,
+        retries: int = 2,
     ) -> None:
         super().__init__()
         self.api_key = api_key or os.environ.get("RUNLOOP_API_KEY")
@@ -479,6 +481,7 @@ class RunloopProvider(Provider):
         self.keep_alive_seconds = keep_alive_seconds
         self.workspace = workspace.rstrip("/")
         self.http_client = http_client
+        self.retries = retries
         self._client: Any = None
         self._offline: str | None = None
 
@@ -497,7 +500,10 @@ class RunloopProvider(Provider):
                 raise ConfigurationError(f"no Runloop credentials: {CREDENTIALS_HINT}")
             with _boundary():
                 self._client = _sdk().AsyncRunloop(
-                    bearer_token=self.api_key, base_url=self.base_url, http_client=self.http_client
+                    bearer_token=self.api_key,
+                    base_url=self.base_url,
+                    http_client=self.http_client,
+                    max_retries=self.retries,
                 )
         return self._client
 

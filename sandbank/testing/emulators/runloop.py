@@ -3,9 +3,10 @@
 It answers devbox create, retrieve, list, shutdown, suspend, resume, ``wait_for_status``,
 ``execute`` and the execution long poll, ``upload_file``, ``download_file`` and the
 network-policy list/create, with bodies built from the SDK's own models (``DevboxView``,
-``DevboxAsyncExecutionDetailView``...), so a response the SDK would reject fails the test. Each devbox is a real ``local`` sandbox
-of ``EmulatorEngine``, where commands really run. It is a fake of the service, not the
-service: where the real behaviour is not known from the SDK, a comment says it guesses.
+``DevboxAsyncExecutionDetailView``...), so a response the SDK would reject fails the test.
+Each devbox is a real ``local`` sandbox of ``EmulatorEngine``, where commands really run.
+It is a fake of the service, not the service: where the real behaviour is not known from
+the SDK, a comment says it guesses.
 """
 
 from __future__ import annotations
