@@ -418,3 +418,22 @@ def serve_runloop(root: str | os.PathLike[str]) -> Iterator[RunloopEmulator]:
         yield holder[0]
     finally:
         server.stop(holder[0].engine.aclose)
+
+
+def main() -> None:
+    """``python -m sandbank.testing.emulators.runloop [STATE_DIR]``: serve the fake until
+    interrupted, printing the variables that point the SDK (and sandbank) at it."""
+    import sys
+    import tempfile
+
+    root = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="runloop-emulator-")
+    with serve_runloop(root) as emulator:
+        print(f"RUNLOOP_BASE_URL={emulator.url}", flush=True)
+        print(f"RUNLOOP_API_KEY={emulator.api_key}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
