@@ -10,8 +10,10 @@ scripts too, because only a shell in the devbox can see where a symlink leads.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
+import re
 import secrets
 import shlex
 from collections.abc import AsyncIterator, Iterator
@@ -161,7 +163,7 @@ def _sdk() -> Any:
 # -- the shell script around every command ---------------------------------------------------
 
 _PRELUDE = """\
-T={tmp}
+T={tmp} L={inline}
 mkdir -p -- "$T" {workspace} && W=$(cd -P -- {workspace} && pwd) || exit 90
 fail() {{ printf '%s' "$1" > "$T/status"; exit 0; }}
 inside() {{ r=$(realpath -m -- "$1") || return 1
@@ -170,7 +172,23 @@ inside() {{ r=$(realpath -m -- "$1") || return 1
 (
 {body}
 ) < "$( [ -e "$T/in" ] && echo "$T/in" || echo /dev/null)" > "$T/out" 2> "$T/err"
+rc=$?
+if [ "$L" -gt 0 ] && command -v base64 >/dev/null; then
+  set -- $(stat -c %s -- "$T/out" "$T/err")
+  if [ $(($1 + $2)) -le "$L" ]; then
+    st=; [ -e "$T/status" ] && st=$(base64 -w0 < "$T/status")
+    printf 'sandbank-inline:%s:%s:%s:' "$(base64 -w0 < "$T/out")" "$(base64 -w0 < "$T/err")" \
+      "$st"
+    rm -rf -- "$T"
+  fi
+fi
+exit $rc
 """
+# Up to this many bytes of output come back base64-encoded in the execute response itself (one
+# round trip, the files removed by the script); more stay in files for download_file. A guess
+# kept well under the size at which Runloop truncates a command's stdout (not documented).
+_INLINE = 32 * 1024
+_INLINED = re.compile(r"sandbank-inline:([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):")
 
 
 def _q(text: str) -> str:
@@ -221,34 +239,46 @@ class RunloopSandbox(Sandbox):
         """Run ``body`` (sh, its streams redirected to files) in the devbox; its exit code,
         stdout, stderr, failure status and temporary directory (removed unless ``keep``)."""
         tmp = f"/tmp/sandbank-{secrets.token_hex(8)}"
-        script = _PRELUDE.format(workspace=_q(self.workspace), tmp=_q(tmp), body=body)
+        inline = 0 if keep else _INLINE
+        script = _PRELUDE.format(
+            workspace=_q(self.workspace), tmp=_q(tmp), inline=inline, body=body
+        )
         devboxes = self._devboxes
         with _boundary(self.id, open_handle=True):
             if stdin is not None:
                 data = stdin if isinstance(stdin, bytes) else await asyncio.to_thread(stdin.read)
                 await devboxes.upload_file(self.id, path=f"{tmp}.in", file=data)
             view = await self._sh(f"sh -c {_q(script)}", timeout)
-            got: dict[str, bytes] = {}
-            for name in ("out", "err", "status"):
-                try:
-                    response = await devboxes.download_file(self.id, path=f"{tmp}/{name}")
-                except _sdk().NotFoundError:
-                    continue
-                got[name] = await response.read()
+            code = -1 if view.exit_status is None else int(view.exit_status)
+            found = None if view.stdout_truncated else _INLINED.search(view.stdout or "")
+            if found is not None:
+                said_out, said_err, said = (base64.b64decode(p) for p in found.groups())
+                return code, said_out, said_err, said.decode() or None, tmp
+            names = ("out", "err", "status")
+            fetched = await asyncio.gather(*(self._download(tmp, n) for n in names))
+            got: dict[str, bytes | None] = dict(zip(names, fetched, strict=True))
             if not keep:
                 task = asyncio.create_task(self._cleanup(tmp))
                 self._cleanups.add(task)
                 task.add_done_callback(self._cleanups.discard)
-        if "out" not in got:
+        out = got["out"]
+        if out is None:
             raise ProviderError(
                 f"the command wrapper did not run in Runloop devbox {self.id!r} "
                 f"(exit {view.exit_status}: {(view.stderr or '').strip()[:200]}); check that the "
                 "devbox's image has sh and coreutils",
                 retryable=True,
             )
-        status = got.get("status", b"").decode() or None
-        code = -1 if view.exit_status is None else int(view.exit_status)
-        return code, got["out"], got.get("err", b""), status, tmp
+        status = (got["status"] or b"").decode() or None
+        return code, out, got["err"] or b"", status, tmp
+
+    async def _download(self, tmp: str, name: str) -> bytes | None:
+        """A file the wrapper wrote, or ``None`` if it did not write it."""
+        try:
+            response = await self._devboxes.download_file(self.id, path=f"{tmp}/{name}")
+        except _sdk().NotFoundError:
+            return None
+        return bytes(await response.read())
 
     async def _cleanup(self, tmp: str) -> None:
         with contextlib.suppress(Exception):

@@ -180,7 +180,8 @@ async def test_server_errors_are_retryable(runloop_emulator: Any, bwrap: str) ->
 
 
 async def test_connection_dropped_mid_download(box: RunloopSandbox, runloop_emulator: Any) -> None:
-    await box.write_file("data.txt", b"kept")
+    kept = bytes(range(256)) * 400  # more than the exec response carries inline
+    await box.write_file("data.txt", kept)
     box.provider.retries = 0
     await box.provider.aclose()  # the next call makes a client with no retries
     runloop_emulator.inject("POST", "/download_file", 0, times=1)
@@ -188,7 +189,7 @@ async def test_connection_dropped_mid_download(box: RunloopSandbox, runloop_emul
         await box.read_file("data.txt")
     assert caught.value.retryable, caught.value
     assert not isinstance(caught.value, SandboxLost), "the devbox is still there"
-    assert await box.read_file("data.txt") == b"kept"
+    assert await box.read_file("data.txt") == kept
 
 
 async def test_devbox_deleted_behind_our_back_is_lost(
