@@ -1,12 +1,12 @@
 """A fake of Runloop's REST API on 127.0.0.1, as far as sandbank's provider uses it.
 
-It answers devbox create, retrieve, list, shutdown, suspend, resume, ``wait_for_status``,
-``execute`` and the execution long poll, ``upload_file``, ``download_file`` and the
-network-policy list/create, with bodies built from the SDK's own models (``DevboxView``,
-``DevboxAsyncExecutionDetailView``...), so a response the SDK would reject fails the test.
-Each devbox is a real ``local`` sandbox of ``EmulatorEngine``, where commands really run.
-It is a fake of the service, not the service: where the real behaviour is not known from
-the SDK, a comment says it guesses.
+It answers devbox create, retrieve, list, shutdown, suspend, resume, ``snapshot_disk``,
+``wait_for_status``, ``execute`` and the execution long poll, ``upload_file``,
+``download_file`` and the network-policy list/create, with bodies built from the SDK's
+own models (``DevboxView``, ``DevboxAsyncExecutionDetailView``...), so a response the SDK
+would reject fails the test. Each devbox is a real ``local`` sandbox of ``EmulatorEngine``,
+where commands really run. It is a fake of the service, not the service: where the real
+behaviour is not known from the SDK, a comment says it guesses.
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ class RunloopEmulator:
     _views: dict[str, dict[str, Any]] = field(default_factory=dict)
     _policies: dict[str, dict[str, Any]] = field(default_factory=dict)
     _executions: dict[str, tuple[str, asyncio.Task[Any]]] = field(default_factory=dict)
+    _snapshots: dict[str, bytes] = field(default_factory=dict)
+    """Disk snapshots: a tar of the workspace (the fake keeps only the workspace, a real
+    disk snapshot keeps the whole disk)."""
 
     def reset(self) -> None:
         self.faults.clear()
@@ -98,6 +101,7 @@ class RunloopEmulator:
             ),
             Route(d + "/{sid}/upload_file", self.upload_file, methods=["POST"]),
             Route(d + "/{sid}/download_file", self.download_file, methods=["POST"]),
+            Route(d + "/{sid}/snapshot_disk", self.snapshot_disk, methods=["POST"]),
             Route(d + "/{sid}/{action:str}", self.lifecycle, methods=["POST"]),
             Route("/v1/network-policies", self.list_policies, methods=["GET"]),
             Route("/v1/network-policies", self.create_policy, methods=["POST"]),
@@ -127,11 +131,16 @@ class RunloopEmulator:
         if launch.get("network_policy_id") and policy is None:
             raise _HTTPError(400, f"network policy {launch['network_policy_id']} not found")
         network = policy is None or bool(policy["egress"]["allow_all"])
+        snapshot = body.get("snapshot_id")
+        if snapshot and snapshot not in self._snapshots:
+            raise _HTTPError(400, f"snapshot {snapshot} not found")
         emulated = await self.engine.create(
             metadata=dict(body.get("metadata") or {}),
             env=dict(body.get("environment_variables") or {}),
             network=network,
         )
+        if snapshot:
+            await emulated.box.import_tar(self._snapshots[snapshot])
         now = int(time.time() * 1000)
         # Guess: the real service answers "provisioning" and boots for a while; the fake's
         # devbox is running at once (the SDK's wait_for_status returns immediately).
@@ -281,6 +290,25 @@ class RunloopEmulator:
         except SandbankError:
             raise _HTTPError(404, f"file {path} not found") from None
         return Response(data, 200, media_type="application/octet-stream")
+
+    async def snapshot_disk(self, request: Any) -> Any:
+        from runloop_api_client.types import DevboxSnapshotView
+
+        sid = request.path_params["sid"]
+        sandbox = self._running(sid)
+        body = await request.json() if await request.body() else {}
+        tar = b"".join([chunk async for chunk in sandbox.box.export_tar()])
+        snapshot_id = f"snp_{secrets.token_hex(8)}"
+        self._snapshots[snapshot_id] = tar
+        view = DevboxSnapshotView(
+            id=snapshot_id,
+            create_time_ms=int(time.time() * 1000),
+            metadata=dict(body.get("metadata") or {}),
+            source_devbox_id=sid,
+            name=body.get("name"),
+            size_bytes=len(tar),
+        )
+        return self._json(view)
 
     # -- network policies ------------------------------------------------------------------
 

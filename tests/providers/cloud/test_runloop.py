@@ -69,3 +69,21 @@ async def test_suspend_is_stop_and_resume_keeps_files(
     finally:
         await box.destroy()
     assert box.id not in [info.id for info in await runloop_provider.list()]
+
+
+async def test_disk_snapshot_makes_new_devboxes(
+    runloop_provider: RunloopProvider, bwrap: str
+) -> None:
+    box = await runloop_provider.create({"network": True})
+    try:
+        await box.write_file("src/run.sh", b"#!/bin/sh\necho run\n", mode=0o755)
+        hint = await box.snapshot(name="before")
+        await box.write_file("src/run.sh", b"changed after the snapshot")
+    finally:
+        await box.destroy()
+    copy = await runloop_provider.create({"network": True, "image": {"hints": {"runloop": hint}}})
+    try:
+        assert (await copy.exec(["./src/run.sh"])).stdout == b"run\n"
+        assert (await copy.info()).image == hint
+    finally:
+        await copy.destroy()
