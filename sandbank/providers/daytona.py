@@ -428,8 +428,9 @@ class DaytonaSandbox(Sandbox):
             '[ -d "$r" ] && fail isdir\n'
             "D=${r%/*}\n"
             '[ -d "$D" ] || mkdir -p -- "$D" 2>/dev/null || fail notdir\n'
-            '[ -z "$M" ] && [ -e "$r" ] && M=$(stat -c %a -- "$r" 2>/dev/null)\n'
-            'chmod "${M:-644}" "$N" && mv -f -- "$N" "$r" || { rm -f -- "$N"; exit 1; }'
+            'if [ -n "$M" ]; then chmod "$M" "$N"; elif [ -e "$r" ]; then\n'
+            '  chmod --reference="$r" -- "$N"; else chmod 644 "$N"; fi &&\n'
+            'mv -f -- "$N" "$r" || { rm -f -- "$N"; exit 1; }'
         )
         with _boundary(self.id, open_handle=True):
             await self.remote.fs.upload_file(data, f"{self.workspace}/{staged}")
