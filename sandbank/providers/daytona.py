@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shlex
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
@@ -201,31 +202,40 @@ def _sdk() -> Any:
 # -- the shell scripts that run in the sandbox -----------------------------------------------
 
 _PRELUDE = """\
-T={tmp} L={inline}
-mkdir -p -- "$T" {workspace} && W=$(cd -P -- {workspace} && pwd) || exit 90
-fail() {{ printf '%s' "$1" > "$T/status"; exit 0; }}
+T={tmp} L={inline} N=
+{{ [ -d {workspace} ] || mkdir -p -- {workspace}; }} && cd -P -- {workspace} && W=$PWD || exit 90
+[ -d "$T" ] || mkdir -p -- "$T" || exit 90
+: > "$T/status"
+fail() {{ [ -z "$N" ] || rm -f -- "$N"; printf '%s' "$1" > "$T/status"; exit 0; }}
 inside() {{ r=$(realpath -m -- "$1") || return 1
   case "$r/" in "$W"/*) return 0;; esac; return 1; }}
-[ -e "$T.in" ] && mv -f -- "$T.in" "$T/in"
+I=/dev/null; [ -e "$T.in" ] && I=$T.in
 (
 {body}
-) < "$( [ -e "$T/in" ] && echo "$T/in" || echo /dev/null)" > "$T/out" 2> "$T/err"
+) < "$I" > "$T/out" 2> "$T/err"
 rc=$?
-if [ "$L" -gt 0 ] && command -v base64 >/dev/null; then
-  set -- $(stat -c %s -- "$T/out" "$T/err")
-  if [ $(($1 + $2)) -le "$L" ]; then
-    st=; [ -e "$T/status" ] && st=$(base64 -w0 < "$T/status")
-    printf 'sandbank-inline:%s:%s:%s:' "$(base64 -w0 < "$T/out")" "$(base64 -w0 < "$T/err")" \\
-      "$st"
-    rm -rf -- "$T" > /dev/null 2>&1 &
+[ "$I" = /dev/null ] || rm -f -- "$I"
+if [ "$L" -gt 0 ] && command -v base64 > /dev/null; then
+  n=0
+  if [ -s "$T/out" ] || [ -s "$T/err" ]; then
+    set -- $(stat -c %s -- "$T/out" "$T/err"); n=$(($1 + $2))
+  fi
+  if [ "$n" -le "$L" ]; then
+    st=; read -r st < "$T/status"
+    printf 'sandbank-inline:'; [ -s "$T/out" ] && base64 -w0 < "$T/out"
+    printf ':'; [ -s "$T/err" ] && base64 -w0 < "$T/err"
+    printf ':%s:' "$st"; : > "$T/out"; : > "$T/err"
   fi
 fi
 exit $rc
 """
 # Up to this many bytes of output come back base64-encoded in the exec response itself (one
-# round trip); more stay in files for the file API.
+# round trip); more stay in files for the file API. The script forks as little as it can
+# (one process for the command; base64 and stat only for output): each fork is a visible
+# share of a short command's latency. Its directory in /tmp is reused by the handle's next
+# script (``_slots``), so nothing needs removing after an inlined run.
 _INLINE = 1024 * 1024
-_INLINED = re.compile(rb"sandbank-inline:([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):")
+_INLINED = re.compile(rb"sandbank-inline:([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):([a-z]*):")
 
 
 def _q(text: str) -> str:
@@ -250,6 +260,8 @@ class DaytonaSandbox(Sandbox):
         super().__init__(provider, remote.id, manifest, workspace=provider.workspace)
         self.remote = remote
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._slots: list[str] = []
+        """Directories in the sandbox's /tmp that no script of this handle is using."""
 
     # -- running scripts -------------------------------------------------------------------
 
@@ -266,7 +278,9 @@ class DaytonaSandbox(Sandbox):
     ) -> tuple[_Run, str]:
         """Run ``body`` (sh, stdin/stdout/stderr redirected) in the sandbox; return its
         outcome and the in-sandbox temporary directory (removed unless ``keep``)."""
-        tmp = f"/tmp/sandbank-{secrets.token_hex(8)}"
+        # A kept directory is the caller's to remove; otherwise a free slot of this handle.
+        fresh = f"/tmp/sandbank-{secrets.token_hex(8)}"
+        tmp = fresh if keep or not self._slots else self._slots.pop()
         inline = 0 if keep else _INLINE
         script = _PRELUDE.format(
             workspace=_q(self.workspace), tmp=_q(tmp), inline=inline, body=body
@@ -292,14 +306,16 @@ class DaytonaSandbox(Sandbox):
                 timed_out = True
             found = _INLINED.search(said.encode())
             if found is not None:
-                out, err, said_status = (base64.b64decode(part) for part in found.groups())
-                return _Run(exit_code, out, err, said_status.decode() or None, timed_out), tmp
+                self._slots.append(tmp)
+                out, err = (base64.b64decode(part) for part in found.groups()[:2])
+                said_status = found.group(3).decode() or None
+                return _Run(exit_code, out, err, said_status, timed_out), tmp
             names = [f"{tmp}/out", f"{tmp}/err", f"{tmp}/status"]
             request = _sdk().FileDownloadRequest
             files = await fs.download_files([request(source=name) for name in names])
             got = {f.source: _bytes(f.result) for f in files if f.error is None}
             if not keep:  # in the background: the caller has what it needs
-                task = asyncio.create_task(self._cleanup(tmp))
+                task = asyncio.create_task(self._cleanup(tmp, reuse=True))
                 self._cleanups.add(task)
                 task.add_done_callback(self._cleanups.discard)
         if f"{tmp}/out" not in got:
@@ -313,9 +329,11 @@ class DaytonaSandbox(Sandbox):
         run = _Run(exit_code, got[f"{tmp}/out"], got.get(f"{tmp}/err", b""), status, timed_out)
         return run, tmp
 
-    async def _cleanup(self, tmp: str) -> None:
+    async def _cleanup(self, tmp: str, *, reuse: bool = False) -> None:
         with contextlib.suppress(Exception):
             await self.remote.fs.delete_file(tmp, recursive=True)
+        if reuse:  # the next script makes the directory again
+            self._slots.append(tmp)
 
     async def _script(
         self, body: str, path: str, *, stdin: bytes | IO[bytes] | None = None
@@ -372,29 +390,56 @@ class DaytonaSandbox(Sandbox):
     # -- files -----------------------------------------------------------------------------
 
     async def _read_file(self, path: str) -> bytes:
+        # The check (only a shell sees where symlinks lead) and the download run at once; the
+        # bytes count only if the check passes. Were a symlink to lead out of the workspace,
+        # the download read a file the check refuses, and those bytes are dropped. The SDK
+        # cannot match a download to a non-ASCII name (it reads the multipart filename as
+        # Latin-1), so such a file comes back through the script's output instead.
         body = (
             f'P="$W"/{_q(path)}\n'
             'inside "$P" || fail escape\n'
             '[ -e "$P" ] || fail missing\n'
             '[ -d "$P" ] && fail isdir\n'
-            'cat -- "$P"'
         )
-        return await self._script(body, path)
+        if not path.isascii():
+            return await self._script(body + 'cat -- "$P"', path)
+        with _boundary(self.id, open_handle=True):
+            download = asyncio.ensure_future(self.remote.fs.download_file(self._abs(path)))
+        try:
+            await self._script(body + '[ -r "$P" ] || exit 1', path)
+        except BaseException:
+            download.cancel()
+            with contextlib.suppress(BaseException):
+                await download
+            raise
+        with _boundary(self.id, open_handle=True):
+            return _bytes(await download)
 
     async def _write_file(self, path: str, data: bytes, mode: int | None) -> None:
+        # The bytes go to a temporary file at the workspace root (the same file system as the
+        # destination, so the final move is a rename, not a copy), then one script checks the
+        # destination and moves the file there, or removes it. A listing made meanwhile may
+        # see the temporary ``.sandbank-write-*`` file.
         chosen = f"{mode:o}" if mode is not None else ""
+        staged = f".sandbank-write-{secrets.token_hex(8)}"
         body = (
-            f'P="$W"/{_q(path)} M={_q(chosen)}\n'
+            f'P="$W"/{_q(path)} M={_q(chosen)} N="$W"/{staged}\n'
             'inside "$P" || fail escape\n'
-            'R=$(realpath -m -- "$P")\n'
-            '[ -d "$R" ] && fail isdir\n'
-            'D=$(dirname -- "$R")\n'
-            'mkdir -p -- "$D" 2>/dev/null || fail notdir\n'
-            '[ -z "$M" ] && { M=$(stat -c %a -- "$R" 2>/dev/null) || M=644; }\n'
-            'N="$D/.sandbank-write-$$"\n'
-            'cat > "$N" && chmod "$M" "$N" && mv -f -- "$N" "$R" || { rm -f -- "$N"; exit 1; }'
+            '[ -d "$r" ] && fail isdir\n'
+            "D=${r%/*}\n"
+            '[ -d "$D" ] || mkdir -p -- "$D" 2>/dev/null || fail notdir\n'
+            'if [ -n "$M" ]; then chmod "$M" "$N"; elif [ -e "$r" ]; then\n'
+            '  chmod --reference="$r" -- "$N"; else chmod 644 "$N"; fi &&\n'
+            'mv -f -- "$N" "$r" || { rm -f -- "$N"; exit 1; }'
         )
-        await self._script(body, path, stdin=data)
+        with _boundary(self.id, open_handle=True):
+            await self.remote.fs.upload_file(data, f"{self.workspace}/{staged}")
+        try:
+            await self._script(body, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.remote.fs.delete_file(f"{self.workspace}/{staged}")
+            raise
 
     async def _list_tree(self, path: str) -> list[FileEntry]:
         body = (
@@ -471,7 +516,7 @@ class DaytonaSandbox(Sandbox):
         with spool:
             check_tar_parents(await self._resolve(*(("f", p) for p in sorted(unchecked))))
             script = shlex.join(["/bin/sh", "-c", IMPORT_TAR_SCRIPT, "sh"])
-            await self._script(f'{script} "$W" "$T/in"', ".", stdin=spool)
+            await self._script(f'{script} "$W" "$I"', ".", stdin=spool)
 
     async def _resolve(self, *paths: tuple[Any, str]) -> list[Any]:
         """Where each workspace path leads in the sandbox (``Resolved``), in one command."""
@@ -573,6 +618,8 @@ class DaytonaProvider(Provider):
         self.network_allow_list = network_allow_list
         self.workspace = workspace.rstrip("/")
         self._client: Any = None
+        self._known: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        """The SDK's handles of sandboxes seen with sandbank's label, while still in use."""
 
     @property
     def capabilities(self) -> Capabilities:
@@ -605,6 +652,7 @@ class DaytonaProvider(Provider):
         params = self._params(manifest)
         with _boundary():
             remote = await self.client().create(params)
+        self._known[remote.id] = remote
         box = DaytonaSandbox(self, remote, manifest)
         try:
             await box.mkdir(manifest.workdir)  # every script makes the workspace root itself
@@ -670,6 +718,7 @@ class DaytonaProvider(Provider):
             remote = await self.client().get(sandbox_id)
         if _state(remote) in ("destroyed", "destroying") or LABEL not in (remote.labels or {}):
             raise SandboxNotFound(self.name, sandbox_id)
+        self._known[sandbox_id] = remote
         return remote
 
     async def list(self) -> list[SandboxInfo]:
@@ -679,7 +728,9 @@ class DaytonaProvider(Provider):
         return [self._describe(r) for r in found if _state(r) not in ("destroyed", "destroying")]
 
     async def destroy(self, sandbox_id: str) -> None:
-        remote = await self._get(sandbox_id)
+        # A sandbox this provider made or attached is known to carry the label: delete it at
+        # once (one request; its 404 is SandboxNotFound). Any other id is looked at first.
+        remote = self._known.pop(sandbox_id, None) or await self._get(sandbox_id)
         with _boundary(sandbox_id):
             await remote.delete()
 

@@ -24,6 +24,7 @@ import contextlib
 import math
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, NoReturn
 
@@ -498,6 +499,8 @@ class ModalSandbox(Sandbox):
         return SandboxStatus.RUNNING if code is None else SandboxStatus.LOST
 
     async def _close(self) -> None:
+        if self.provider._known.get(self.id) is self.sb:
+            del self.provider._known[self.id]  # a detached handle cannot terminate
         with contextlib.suppress(Exception):
             await self.sb.detach.aio()
 
@@ -555,6 +558,16 @@ async def _read_chunks(spool: Any) -> AsyncIterator[bytes]:
 # -- the provider ------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _forget_on_error(cache: dict[str, Any], key: str) -> Iterator[None]:
+    """Drop ``cache[key]`` if the block fails (a half-built image is not kept)."""
+    try:
+        yield
+    except BaseException:
+        cache.pop(key, None)
+        raise
+
+
 class ModalProvider(Provider):
     """Modal Sandboxes through the ``modal`` SDK (``pip install 'sandbank[modal]'``)."""
 
@@ -581,6 +594,9 @@ class ModalProvider(Provider):
         self._client: Any = None
         self._app: Any = None
         self._lock = asyncio.Lock()
+        self._known: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._images: dict[str, Any] = {}
+        """The SDK's handles of the sandboxes this provider made or attached, while in use."""
 
     @property
     def capabilities(self) -> Capabilities:
@@ -630,11 +646,16 @@ class ModalProvider(Provider):
             )
         client, app = await self._connect()
         image_name = manifest.image.for_provider(self.name, self.image) or self.image
-        image = (
-            modal.Image.from_id(image_name)
-            if image_name.startswith("im-")
-            else modal.Image.from_registry(image_name)
-        )
+        image = self._images.get(image_name)
+        if image is None:
+            # One object per name: once the first create has built (hydrated) it, the SDK
+            # does not ask the server for the image again.
+            image = (
+                modal.Image.from_id(image_name)
+                if image_name.startswith("im-")
+                else modal.Image.from_registry(image_name)
+            )
+            self._images[image_name] = image
         tags = {
             TAG: "1",
             TAG_MANIFEST: manifest.without_contents().to_json(),
@@ -642,7 +663,7 @@ class ModalProvider(Provider):
             TAG_IMAGE: image_name,
         }
         resources = manifest.resources
-        with modal_errors(image=image_name):
+        with modal_errors(image=image_name), _forget_on_error(self._images, image_name):
             sb = await modal.Sandbox.create.aio(
                 "sleep",
                 "infinity",
@@ -657,6 +678,7 @@ class ModalProvider(Provider):
                 encrypted_ports=sorted({*self.ports, *manifest.ports}),
                 tags=tags,
             )
+        self._known[sb.object_id] = sb
         box = ModalSandbox(self, sb, manifest)
         if manifest.workdir == ".":
             return box  # guess: Modal makes `workdir` (WORKSPACE) as Docker makes WORKDIR
@@ -691,6 +713,7 @@ class ModalProvider(Provider):
 
     async def attach(self, sandbox_id: str) -> ModalSandbox:
         sb, tags = await self._lookup(sandbox_id)
+        self._known[sandbox_id] = sb
         return ModalSandbox(self, sb, Manifest.from_json(tags.get(TAG_MANIFEST, "{}")))
 
     async def list(self) -> list[SandboxInfo]:
@@ -706,8 +729,12 @@ class ModalProvider(Provider):
 
     async def destroy(self, sandbox_id: str) -> None:
         # The id is explicit, so a running Modal sandbox not made by sandbank is destroyed
-        # too (list shows only sandbank's); one RPC less than checking its tags.
-        sb = await self._running(sandbox_id)
+        # too (list shows only sandbank's); one RPC less than checking its tags. A handle this
+        # provider holds is terminated at once, without looking the sandbox up first: a second
+        # destroy through this provider raises (the handle is forgotten), but one that
+        # finished behind its back is terminated again without an error, as the SDK does not
+        # say whether it had already finished.
+        sb = self._known.pop(sandbox_id, None) or await self._running(sandbox_id)
         with modal_errors(sandbox_id):
             await sb.terminate.aio()
 
@@ -725,6 +752,7 @@ class ModalProvider(Provider):
         )
 
     async def aclose(self) -> None:
+        self._images.clear()  # hydrated through the client that closes now
         client, self._client = self._client, None
         if client is not None:
             with contextlib.suppress(Exception):
