@@ -14,9 +14,6 @@ from sandbank.providers.base import Provider
 
 class TestRunloopConformance(ProviderConformance):
     expected_failures = {
-        "test_pause_not_supported": "Runloop's suspend ends every process, so the provider "
-        "declares it as stop, not pause; Sandbox.resume() then works (it resumes a stopped "
-        "sandbox), which this test, written for providers without stop, does not expect",
         "test_pids_limit": "Runloop has no limit on the number of processes: create refuses "
         "resources.pids with NotSupported",
         "test_stop_resume": "the emulator's limit, not the provider's: its backing local "
