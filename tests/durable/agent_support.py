@@ -137,3 +137,15 @@ def notes(ctx: AgentContext) -> SandboxAgent[Any]:
 
 
 register_agent("notes", notes)
+
+
+def notes_missing(ctx: AgentContext) -> SandboxAgent[Any]:
+    """``notes`` with an MCP server command that does not exist."""
+    from agents.mcp import MCPServerStdio
+
+    agent = notes(ctx)
+    agent.mcp_servers = [MCPServerStdio({"command": "/nonexistent/mcp-server"}, name="missing")]
+    return agent
+
+
+register_agent("notes-missing", notes_missing)

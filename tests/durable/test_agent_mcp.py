@@ -14,7 +14,7 @@ from temporalio.worker import Replayer
 
 from sandbank.durable.agents import MCP_CALL, MCP_LIST
 from sandbank.durable.manager import SessionManager
-from sandbank.durable.session import SessionWorkflow, Turn
+from sandbank.durable.session import SessionWorkflow, Step, Turn
 from sandbank.durable.worker import workflow_runner
 from tests.durable import test_faults
 from tests.durable.test_agent_session import worker
@@ -71,6 +71,22 @@ async def test_failing_mcp_tool_is_told_to_the_model(
         assert bad.final_output == "tool said: Error executing tool add_note", bad.final_output
         after = await mgr.prompt(sid, "still here")
         assert "noted 'still here'" in after.final_output
+        await mgr.stop(sid)
+
+
+async def test_mcp_server_that_does_not_start(
+    client, task_queue, local_provider, store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turn fails with what went wrong and which server; the session keeps serving."""
+    monkeypatch.setenv("SANDBANK_TEST_MCP_LOG", str(tmp_path / "mcp.log"))
+    mgr = SessionManager(client, task_queue)
+    async with worker(client, task_queue, {"local": local_provider}, store):
+        sid = await mgr.start("local", agent="notes-missing", release_after=600)
+        bad = await asyncio.wait_for(send(mgr, sid, Turn(message="x", handler="agent")), 60)
+        assert bad.error_type == "ConfigurationError", (bad.error_type, bad.error)
+        assert "MCP server 'missing' of agent 'notes-missing' did not start" in bad.error
+        after = await send(mgr, sid, Turn(steps=[Step("exec", cmd="echo alive")]))
+        assert after.error is None and after.steps[0].stdout == "alive\n"
         await mgr.stop(sid)
 
 
