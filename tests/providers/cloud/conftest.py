@@ -8,6 +8,9 @@ from sandbank.testing.emulators.fixtures import (
     e2b_emulator_server,
     modal_emulator,
     modal_emulator_server,
+    vercel_emulator,
+    vercel_emulator_server,
+    vercel_provider,
 )
 
 __all__ = [
@@ -18,4 +21,7 @@ __all__ = [
     "e2b_emulator_server",
     "modal_emulator",
     "modal_emulator_server",
+    "vercel_emulator",
+    "vercel_emulator_server",
+    "vercel_provider",
 ]
