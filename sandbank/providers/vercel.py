@@ -76,6 +76,9 @@ _CHUNK = 1024 * 1024
 # HTTP status). Looked up along the MRO, so a subclass added later falls back to its parent.
 _ERROR_KINDS: dict[str, tuple[str, bool]] = {
     "VercelError": ("error", False),
+    "VercelServiceOptionsError": ("bad", False),
+    "VercelSessionError": ("error", False),
+    "VercelSessionClosedError": ("error", False),
     "SandboxError": ("error", False),
     "SandboxApiError": ("http", False),
     "SandboxResponseError": ("error", True),
@@ -129,7 +132,7 @@ def map_vercel_error(
             f"Vercel refused the request ({detail}); fix the call, do not retry"
         )
     if kind == "path":
-        return PathNotFound(str(getattr(exc, "path", "?")), sandbox_id)
+        return PathNotFound(str(getattr(exc, "path", "?")), sandbox_id or "")
     if kind in ("missing", "lost") and sandbox_id is not None:
         if open_handle or kind == "lost":
             return SandboxLost(sandbox_id, f"Vercel no longer runs it ({detail})")
@@ -434,7 +437,7 @@ class VercelProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(stop=True, image=True)
+        return Capabilities(stop=True, image=True, network_policy=True)
 
     @property
     def isolation(self) -> str:
@@ -471,8 +474,10 @@ class VercelProvider(Provider):
         tags = {TAG: "1", "sandbank-workdir": manifest.workdir}
         if image:
             tags["sandbank-image"] = image
+        policy = _sdk().NetworkPolicy
         with _boundary():
             remote = await self.client().create_sandbox(
+                network_policy=policy.allow_all() if manifest.network else policy.deny_all(),
                 name=f"sandbank-{secrets.token_hex(6)}",
                 image=image,
                 env=dict(manifest.env),
@@ -503,8 +508,10 @@ class VercelProvider(Provider):
         remote = await self._get(sandbox_id)
         tags = dict(remote.tags or {})
         image = tags.get("sandbank-image")
+        policy = getattr(remote, "network_policy", None)
         manifest = Manifest(
             workdir=tags.get("sandbank-workdir", "."),
+            network=getattr(policy, "mode", "deny-all") != "deny-all",
             image=Image(hints={self.name: image}) if image else Image(),
         )
         return VercelSandbox(self, remote, manifest)
@@ -541,4 +548,3 @@ class VercelProvider(Provider):
         if client is not None:
             with contextlib.suppress(Exception):
                 await client.aclose()
-

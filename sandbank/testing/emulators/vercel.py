@@ -119,6 +119,7 @@ class VercelEmulator:
             Route("/v2/sandboxes/{name}", self.get, methods=["GET"]),
             Route("/v2/sandboxes/{name}", self.delete, methods=["DELETE"]),
         ]
+
         async def refuse(request: Any, exc: Exception) -> Any:
             assert isinstance(exc, _HTTPError)
             body = {"error": {"code": exc.code, "message": exc.message}}
@@ -146,6 +147,7 @@ class VercelEmulator:
                 "vcpus": 1,
                 "timeout": body.get("timeout") or 300_000,
                 "tags": body.get("tags") or {},
+                "networkPolicy": body.get("networkPolicy") or {"mode": "allow-all"},
                 "createdAt": record.created_at,
                 "updatedAt": record.created_at,
             }
@@ -197,8 +199,14 @@ class VercelEmulator:
         name = body.get("name") or f"sbx-{secrets.token_hex(6)}"
         if name in self._records:
             raise _HTTPError(409, "conflict", f"Sandbox {name!r} already exists")
+        policy = body.get("networkPolicy") or {"mode": "allow-all"}
+        if policy.get("mode") not in ("allow-all", "deny-all"):
+            # The emulator's limit: custom rules would need a filtering proxy.
+            raise _HTTPError(400, "not_emulated", "custom network policies are not emulated")
         box = await self.engine.create(
-            metadata=dict(body.get("tags") or {}), env=dict(body.get("env") or {})
+            metadata=dict(body.get("tags") or {}),
+            env=dict(body.get("env") or {}),
+            network=policy["mode"] == "allow-all",
         )
         record = _Record(name, f"sess_{secrets.token_hex(8)}", box, body)
         self._records[name] = record
@@ -293,7 +301,9 @@ class VercelEmulator:
             try:
                 open_pipes = 2
                 while open_pipes:
-                    left = None if deadline is None else deadline - asyncio.get_running_loop().time()
+                    left = (
+                        None if deadline is None else deadline - asyncio.get_running_loop().time()
+                    )
                     try:
                         item = await asyncio.wait_for(queue.get(), left)
                     except TimeoutError:
