@@ -1,0 +1,54 @@
+"""The vercel provider's own behaviour against the Vercel emulator (a fake of the service):
+stop keeps the files and resume starts a new session; attach and list see only sandbank's
+sandboxes; the manifest's network choice reaches the service as a network policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sandbank.errors import NotSupported
+from sandbank.providers.base import SandboxStatus
+
+pytest.importorskip("vercel.sandbox")
+
+
+async def test_stop_keeps_files_and_resume_runs_again(
+    vercel_provider: Any, vercel_emulator: Any
+) -> None:
+    box = await vercel_provider.create()
+    try:
+        await box.write_file("kept.bin", b"\x00\xffkept")
+        first_session = box.remote.current_session_id
+        await box.stop()
+        assert await box.status() == SandboxStatus.STOPPED
+        await box.resume()
+        assert await box.status() == SandboxStatus.RUNNING
+        assert box.remote.current_session_id != first_session
+        assert await box.read_file("kept.bin") == b"\x00\xffkept"
+        with pytest.raises(NotSupported):
+            await box.pause()
+    finally:
+        await vercel_provider.destroy(box.id)
+
+
+async def test_attach_and_list(vercel_provider: Any, vercel_emulator: Any) -> None:
+    box = await vercel_provider.create({"workdir": "proj", "network": True})
+    try:
+        again = await vercel_provider.attach(box.id)
+        assert again.manifest.workdir == "proj"
+        assert again.manifest.network is True
+        assert (await again.exec(["pwd"])).stdout.decode().strip().endswith("/proj")
+        assert box.id in [info.id for info in await vercel_provider.list()]
+    finally:
+        await vercel_provider.destroy(box.id)
+    assert box.id not in [info.id for info in await vercel_provider.list()]
+
+
+async def test_network_policy_sent(vercel_provider: Any, vercel_emulator: Any) -> None:
+    box = await vercel_provider.create()
+    try:
+        assert box.remote.network_policy.mode == "deny-all"
+    finally:
+        await vercel_provider.destroy(box.id)
