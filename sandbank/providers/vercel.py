@@ -61,6 +61,8 @@ WORKSPACE = "/vercel/sandbox"
 """Where the workspace is in a Vercel sandbox: the default working directory of its sessions."""
 TAG = "sandbank"
 """The tag (value ``"1"``) that marks the sandboxes sandbank made; ``list`` filters on it."""
+SNAPSHOT_PREFIX = "snapshot:"
+"""An image hint ``snapshot:<id>`` creates the sandbox from that Vercel snapshot."""
 ISOLATION = "Vercel Sandbox (a Firecracker microVM)"
 CREDENTIALS_HINT = (
     "set VERCEL_TOKEN with VERCEL_TEAM_ID and VERCEL_PROJECT_ID (or VERCEL_OIDC_TOKEN), or "
@@ -137,6 +139,11 @@ def map_vercel_error(
         if open_handle or kind == "lost":
             return SandboxLost(sandbox_id, f"Vercel no longer runs it ({detail})")
         return SandboxNotFound(VercelProvider.name, sandbox_id)
+    if kind == "missing":
+        return ConfigurationError(
+            f"Vercel has no such resource ({detail}); check the names and ids in the call "
+            "(e.g. a snapshot id in the manifest's image)"
+        )
     if kind == "unavailable":
         return ProviderUnavailable(
             f"cannot reach Vercel ({detail}); check the base URL and the network, then retry"
@@ -388,6 +395,17 @@ class VercelSandbox(Sandbox):
         with _boundary(self.id, open_handle=True):
             await self.remote.stop()
 
+    async def snapshot(self) -> str:
+        """Vercel's own snapshot of this sandbox (the ``native_snapshot`` capability): its id.
+
+        Taking it stops the sandbox (``resume()`` starts it again). A manifest naming
+        ``"snapshot:<id>"`` as the image for vercel creates a sandbox from it.
+        """
+        with _boundary(self.id, open_handle=True):
+            session = await self.remote.session()
+            taken = await session.snapshot()
+        return f"{SNAPSHOT_PREFIX}{taken.id}"
+
     async def _resume(self) -> None:
         try:
             self.remote = await self.provider._get(self.id, resume=True)
@@ -437,7 +455,7 @@ class VercelProvider(Provider):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(stop=True, image=True, network_policy=True)
+        return Capabilities(stop=True, image=True, network_policy=True, native_snapshot=True)
 
     @property
     def isolation(self) -> str:
@@ -474,12 +492,16 @@ class VercelProvider(Provider):
         tags = {TAG: "1", "sandbank-workdir": manifest.workdir}
         if image:
             tags["sandbank-image"] = image
-        policy = _sdk().NetworkPolicy
+        sdk = _sdk()
+        policy, source = sdk.NetworkPolicy, None
+        if image is not None and image.startswith(SNAPSHOT_PREFIX):
+            source = sdk.SnapshotSource(snapshot_id=image[len(SNAPSHOT_PREFIX) :])
         with _boundary():
             remote = await self.client().create_sandbox(
                 network_policy=policy.allow_all() if manifest.network else policy.deny_all(),
+                source=source,
                 name=f"sandbank-{secrets.token_hex(6)}",
-                image=image,
+                image=None if source is not None else image,
                 env=dict(manifest.env),
                 tags=tags,
                 persistent=True,

@@ -81,6 +81,9 @@ class VercelEmulator:
     _records: dict[str, _Record] = field(default_factory=dict)
     _commands: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
     _written: dict[str, int] = field(default_factory=dict)
+    _snapshots: dict[str, bytes] = field(default_factory=dict)
+    """Snapshot id to a tar of the workspace (the emulator keeps only the workspace; the
+    real service snapshots the whole filesystem)."""
 
     def reset(self) -> None:
         self.faults.clear()
@@ -209,6 +212,13 @@ class VercelEmulator:
             network=policy["mode"] == "allow-all",
         )
         record = _Record(name, f"sess_{secrets.token_hex(8)}", box, body)
+        source = body.get("source") or {}
+        if source.get("type") == "snapshot":
+            archive = self._snapshots.get(source.get("snapshotId", ""))
+            if archive is None:
+                await self.engine.destroy(box.id)
+                raise _HTTPError(404, "not_found", f"snapshot {source.get('snapshotId')!r}")
+            await box.box.import_tar(archive)
         self._records[name] = record
         return self._sandbox_response(record)
 
@@ -243,7 +253,27 @@ class VercelEmulator:
         return _json({"session": self._session_payload(record)})
 
     async def snapshot(self, request: Any) -> Any:
-        raise _HTTPError(501, "not_emulated", "snapshots are not emulated")
+        from vercel.sandbox._internal.api_client import _CreateSnapshotResponse
+
+        record = self._by_session(request.path_params["sid"])
+        archive = b"".join([chunk async for chunk in record.box.box.export_tar()])
+        snapshot_id = f"snap_{secrets.token_hex(8)}"
+        self._snapshots[snapshot_id] = archive
+        # Guess, from the SDK's docs: taking a snapshot stops the session it was taken from.
+        record.status = "stopped"
+        now = int(time.time() * 1000)
+        snapshot = {
+            "id": snapshot_id,
+            "sourceSessionId": record.session_id,
+            "region": "iad1",
+            "status": "created",
+            "sizeBytes": len(archive),
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        body = {"snapshot": snapshot, "session": self._session_payload(record)}
+        _CreateSnapshotResponse.model_validate(body)
+        return _json(body)
 
     # -- commands ---------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sandbank.errors import NotSupported
+from sandbank.errors import ConfigurationError, NotSupported
 from sandbank.providers.base import SandboxStatus
 
 pytest.importorskip("vercel.sandbox")
@@ -52,3 +52,30 @@ async def test_network_policy_sent(vercel_provider: Any, vercel_emulator: Any) -
         assert box.remote.network_policy.mode == "deny-all"
     finally:
         await vercel_provider.destroy(box.id)
+
+
+async def test_native_snapshot_creates_a_copy(vercel_provider: Any, vercel_emulator: Any) -> None:
+    box = await vercel_provider.create()
+    copy = None
+    try:
+        await box.write_file("data/x.bin", b"\x01\x02snap", mode=0o600)
+        snapshot = await box.snapshot()
+        assert snapshot.startswith("snapshot:")
+        assert await box.status() == SandboxStatus.STOPPED  # taking it stopped the sandbox
+        copy = await vercel_provider.create({"image": {"hints": {"vercel": snapshot}}})
+        assert await copy.read_file("data/x.bin") == b"\x01\x02snap"
+        entry = [e for e in await copy.list_tree("data") if e.path == "data/x.bin"][0]
+        assert entry.mode & 0o777 == 0o600
+        await box.resume()
+        assert (await box.exec(["cat", "data/x.bin"])).stdout == b"\x01\x02snap"
+    finally:
+        await vercel_provider.destroy(box.id)
+        if copy is not None:
+            await vercel_provider.destroy(copy.id)
+
+
+async def test_unknown_snapshot_is_a_clear_error(
+    vercel_provider: Any, vercel_emulator: Any
+) -> None:
+    with pytest.raises(ConfigurationError, match="snap_nope"):
+        await vercel_provider.create({"image": {"hints": {"vercel": "snapshot:snap_nope"}}})
