@@ -64,7 +64,7 @@ async def test_native_snapshot_creates_a_copy(vercel_provider: Any, vercel_emula
         assert await box.status() == SandboxStatus.STOPPED  # taking it stopped the sandbox
         copy = await vercel_provider.create({"image": {"hints": {"vercel": snapshot}}})
         assert await copy.read_file("data/x.bin") == b"\x01\x02snap"
-        entry = [e for e in await copy.list_tree("data") if e.path == "data/x.bin"][0]
+        entry = next(e for e in await copy.list_tree("data") if e.path == "data/x.bin")
         assert entry.mode & 0o777 == 0o600
         await box.resume()
         assert (await box.exec(["cat", "data/x.bin"])).stdout == b"\x01\x02snap"
