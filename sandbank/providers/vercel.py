@@ -425,10 +425,11 @@ def _status(remote: Any) -> SandboxStatus:
 class VercelProvider(Provider):
     """Sandboxes on Vercel (``pip install 'sandbank[vercel]'``).
 
-    Options: ``token``, ``team_id``, ``project_id`` (default ``VERCEL_TOKEN``,
-    ``VERCEL_TEAM_ID``, ``VERCEL_PROJECT_ID``; without them the SDK's own resolution, e.g.
-    ``VERCEL_OIDC_TOKEN``), ``base_url`` (the API; default the SDK's), ``image`` (the runtime
-    image when the manifest names none), ``workspace``.
+        Options: ``token``, ``team_id``, ``project_id`` (default ``VERCEL_TOKEN``,
+        ``VERCEL_TEAM_ID``, ``VERCEL_PROJECT_ID``; without them the SDK's own resolution, e.g.
+        ``VERCEL_OIDC_TOKEN``), ``base_url`` (the API; default ``SANDBANK_VERCEL_API_URL``, else
+    the SDK's: the SDK itself reads no variable for it), ``image`` (the runtime
+        image when the manifest names none), ``workspace``.
     """
 
     name = "vercel"
@@ -448,7 +449,7 @@ class VercelProvider(Provider):
         self.token = token or os.environ.get("VERCEL_TOKEN")
         self.team_id = team_id or os.environ.get("VERCEL_TEAM_ID")
         self.project_id = project_id or os.environ.get("VERCEL_PROJECT_ID")
-        self.base_url = base_url
+        self.base_url = base_url or os.environ.get("SANDBANK_VERCEL_API_URL")
         self.image = image
         self.workspace = workspace.rstrip("/")
         self._client: Any = None
@@ -507,6 +508,8 @@ class VercelProvider(Provider):
                 persistent=True,
             )
         box = VercelSandbox(self, remote, manifest)
+        if manifest.workdir == ".":  # the sessions' working directory exists already
+            return box
         try:
             await box.mkdir(manifest.workdir)
         except BaseException:
