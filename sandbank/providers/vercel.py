@@ -177,17 +177,17 @@ def _sdk() -> Any:
 # -- the wrapper every command runs in ------------------------------------------------------
 
 _WRAPPER = """\
-W=$1 T=$(mktemp -d) || exit 90
-fail() {{ printf '%s' "$1" > "$T/status"; exit 0; }}
+W=$1 T=/tmp/.sandbank-{token}
+fail() {{ printf '%s' "$1" > "$T.status"; exit 0; }}
 inside() {{ r=$(realpath -m -- "$1") || return 1
   case "$r/" in "$W"/*) return 0;; esac; return 1; }}
 (
 {body}
-) > "$T/out" 2> "$T/err"
+) > "$T.out" 2> "$T.err"
 rc=$?
-printf 'sandbank:%s:%s:' "$(base64 -w0 < "$T/out")" "$(base64 -w0 < "$T/err")"
-[ -e "$T/status" ] && base64 -w0 < "$T/status"
-rm -rf -- "$T"
+printf 'sandbank:%s:%s:' "$(base64 -w0 < "$T.out")" "$(base64 -w0 < "$T.err")"
+[ -e "$T.status" ] && base64 -w0 < "$T.status"
+rm -f -- "$T".*
 exit $rc
 """
 
@@ -212,7 +212,7 @@ class VercelSandbox(Sandbox):
         self, body: str, *, stdin: bytes | None = None, timeout: float | None = None
     ) -> tuple[int, bytes, bytes, str | None]:
         """Run ``body`` in the wrapper; its exit code, stdout, stderr and failure status."""
-        script = _WRAPPER.format(body=body)
+        script = _WRAPPER.format(body=body, token=secrets.token_hex(8))
         kill_after = timedelta(seconds=timeout + 30) if timeout else None
         with _boundary(self.id, open_handle=True):
             done = await self.remote.run_process(
@@ -354,7 +354,7 @@ class VercelSandbox(Sandbox):
             for target in await self._resolve(*(("n", p) for p in names)):
                 target.check(allow_missing=False)
         script = shlex.join(["/bin/sh", "-c", EXPORT_TAR_SCRIPT, "sh"])
-        out = '"$T/.sandbank-export.tar"'
+        out = '"$T.tar"'
         body = f'{script} "$W" {out} {shlex.join(names)} >&2 && cat {out}'
         code, data, err, _ = await self._run(body)
         if code != 0:
@@ -374,7 +374,7 @@ class VercelSandbox(Sandbox):
             check_tar_parents(await self._resolve(*(("f", p) for p in sorted(unchecked))))
             data = await asyncio.to_thread(spool.read)
         script = shlex.join(["/bin/sh", "-c", IMPORT_TAR_SCRIPT, "sh"])
-        await self._script(f'cat > "$T/in.tar" && {script} "$W" "$T/in.tar"', ".", stdin=data)
+        await self._script(f'cat > "$T.in.tar" && {script} "$W" "$T.in.tar"', ".", stdin=data)
 
     async def _resolve(self, *paths: tuple[Any, str]) -> list[Any]:
         if not paths:

@@ -79,3 +79,21 @@ async def test_unknown_snapshot_is_a_clear_error(
 ) -> None:
     with pytest.raises(ConfigurationError, match="snap_nope"):
         await vercel_provider.create({"image": {"hints": {"vercel": "snapshot:snap_nope"}}})
+
+
+async def test_wrapper_leaves_no_temporary_files(
+    vercel_provider: Any, vercel_emulator: Any
+) -> None:
+    box = await vercel_provider.create()
+    try:
+        await box.exec(["touch", "/tmp/probe"])
+        assert (await box.exec(["ls", "/tmp/probe"])).exit_code == 0  # /tmp outlives a command
+        await box.write_file("a.txt", b"a")
+        archive = b"".join([chunk async for chunk in box.export_tar()])
+        await box.import_tar(archive)
+        left = await box.exec(["sh", "-c", "ls -a /tmp | grep sandbank || true"])
+        # Only this very command's own output files are there while it runs.
+        tokens = {name.split(".")[1] for name in left.stdout.decode().split()}
+        assert len(tokens) == 1, left.stdout
+    finally:
+        await vercel_provider.destroy(box.id)
