@@ -202,12 +202,7 @@ def vercel_emulator(root: Path) -> Iterator[dict[str, str]]:
     from sandbank.testing.emulators import vercel
 
     with vercel.serve_vercel(root) as emulator:
-        yield {
-            "SANDBANK_VERCEL_API_URL": emulator.url,
-            "VERCEL_TOKEN": vercel.TOKEN,
-            "VERCEL_TEAM_ID": vercel.TEAM,
-            "VERCEL_PROJECT_ID": vercel.PROJECT,
-        }
+        yield vercel.environment(emulator)
 
 
 @contextlib.asynccontextmanager

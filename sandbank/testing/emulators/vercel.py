@@ -32,7 +32,16 @@ from sandbank.testing.emulators.engine import (
     kill_process_group,
 )
 
-__all__ = ["HOME", "PROJECT", "TEAM", "TOKEN", "Fault", "VercelEmulator", "serve_vercel"]
+__all__ = [
+    "HOME",
+    "PROJECT",
+    "TEAM",
+    "TOKEN",
+    "Fault",
+    "VercelEmulator",
+    "environment",
+    "serve_vercel",
+]
 
 HOME = "/vercel/sandbox"
 """The sessions' working directory (the real service's default cwd)."""
@@ -504,3 +513,33 @@ def serve_vercel(root: str | os.PathLike[str]) -> Iterator[VercelEmulator]:
         yield holder[0]
     finally:
         server.stop(holder[0].engine.aclose)
+
+
+def environment(emulator: VercelEmulator) -> dict[str, str]:
+    """The variables that point the vercel provider at the fake (the SDK itself reads no
+    base-URL variable: pass ``base_url=`` to ``SandboxServiceOptions`` in your own code)."""
+    return {
+        "SANDBANK_VERCEL_API_URL": emulator.url,
+        "VERCEL_TOKEN": TOKEN,
+        "VERCEL_TEAM_ID": TEAM,
+        "VERCEL_PROJECT_ID": PROJECT,
+    }
+
+
+def main() -> None:
+    """``python -m sandbank.testing.emulators.vercel [STATE_DIR]``: serve the fake until
+    interrupted, printing the variables that point sandbank at it."""
+    import sys
+    import tempfile
+
+    root = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="vercel-emulator-")
+    with serve_vercel(root) as emulator:
+        for name, value in environment(emulator).items():
+            print(f"{name}={value}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

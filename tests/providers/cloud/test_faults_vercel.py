@@ -15,6 +15,7 @@ from sandbank.errors import (
     ConfigurationError,
     ProviderError,
     ProviderUnavailable,
+    SandbankError,
     SandboxLost,
     SandboxNotFound,
 )
@@ -133,3 +134,17 @@ async def test_deleted_behind_our_back(provider: VercelProvider, vercel_emulator
         await box.exec(["true"])
     with pytest.raises(SandboxNotFound):
         await provider.attach(box.id)
+
+
+async def test_exec_stream_dropped(provider: VercelProvider, vercel_emulator: Any) -> None:
+    """The NDJSON stream of a started command breaks: a retryable error, never a hang, and
+    the sandbox still works."""
+    box = await provider.create()
+    try:
+        vercel_emulator.inject("POST", "/cmd", 0)
+        with pytest.raises(SandbankError) as caught:
+            await box.exec(["echo", "hi"])
+        assert caught.value.retryable, caught.value
+        assert (await box.exec(["echo", "ok"])).stdout == b"ok\n"
+    finally:
+        await provider.destroy(box.id)
