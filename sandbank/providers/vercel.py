@@ -123,7 +123,7 @@ def map_vercel_error(
             kind, retryable = "unavailable", True
     if kind == "http":
         retryable = retryable_status(status)
-        kind = {401: "auth", 403: "auth", 404: "missing", 410: "lost"}.get(status or 0, "error")
+        kind = {401: "auth", 403: "auth", 404: "missing", 410: "stopped"}.get(status or 0, "error")
         if status in (400, 409, 413, 422):
             kind = "bad"
     detail = f"{type(exc).__name__}{f' (HTTP {status})' if status else ''}: {exc}"
@@ -143,6 +143,12 @@ def map_vercel_error(
         return ConfigurationError(
             f"Vercel has no such resource ({detail}); check the names and ids in the call "
             "(e.g. a snapshot id in the manifest's image)"
+        )
+    if kind == "stopped":
+        return ProviderError(
+            f"the Vercel sandbox is stopped and the SDK did not resume it ({detail}); "
+            "call resume(), then retry",
+            retryable=True,
         )
     if kind == "unavailable":
         return ProviderUnavailable(

@@ -198,9 +198,10 @@ class VercelEmulator:
         for record in self._records.values():
             if record.session_id == sid:
                 if record.status != "running":
-                    # Guess: the real service starts a new session on resume; a stopped
-                    # session refuses work.
-                    raise _HTTPError(410, "session_stopped", f"session {sid} is stopped")
+                    # A stopped session answers 410 "sandbox_stopped": the SDK's recovery
+                    # (vercel.sandbox._internal.recovery) then resumes the sandbox, which
+                    # starts a new session. Guess: the exact message.
+                    raise _HTTPError(410, "sandbox_stopped", f"session {sid} is stopped")
                 return record
         raise _HTTPError(404, "not_found", f"Session {sid!r} not found")
 

@@ -11,7 +11,7 @@ import pytest
 from sandbank.errors import ConfigurationError, NotSupported
 from sandbank.providers.base import SandboxStatus
 
-pytest.importorskip("vercel.sandbox")
+sdk = pytest.importorskip("vercel.sandbox")
 
 
 async def test_stop_keeps_files_and_resume_runs_again(
@@ -97,3 +97,29 @@ async def test_wrapper_leaves_no_temporary_files(
         assert len(tokens) == 1, left.stdout
     finally:
         await vercel_provider.destroy(box.id)
+
+
+async def test_exec_on_a_stopped_sandbox_resumes_it(
+    vercel_provider: Any, vercel_emulator: Any
+) -> None:
+    """Vercel's persistent sandboxes resume on use: the SDK sees the stopped session's 410
+    and resumes the sandbox (a new session), so a command after stop() simply runs."""
+    box = await vercel_provider.create()
+    try:
+        await box.write_file("k.txt", b"kept")
+        await box.stop()
+        assert (await box.exec(["cat", "k.txt"])).stdout == b"kept"
+        assert await box.status() == SandboxStatus.RUNNING
+    finally:
+        await vercel_provider.destroy(box.id)
+
+
+def test_a_stopped_session_error_says_resume() -> None:
+    import httpx2
+
+    from sandbank.providers.vercel import map_vercel_error
+
+    request = httpx2.Request("POST", "http://127.0.0.1/v2/sandboxes/sessions/s/cmd")
+    response = httpx2.Response(410, request=request)
+    error = map_vercel_error(sdk.SandboxApiError(response, "gone"), "sbx", open_handle=True)
+    assert error.retryable and "resume()" in str(error)
