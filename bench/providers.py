@@ -1,6 +1,6 @@
 """sandbank's overhead over each cloud SDK, measured against that cloud's emulator.
 
-    python bench/providers.py [--provider e2b|daytona|modal|vercel|all] [--rounds N] [--json]
+    python bench/providers.py [--provider NAME|all] [--rounds N] [--json]   # NAME: see CLOUDS
 
 For each cloud provider: create+destroy, ``exec(["true"])`` and a 10 MiB write+read through
 sandbank, against the same operations through the raw SDK calls, both talking to the
@@ -194,6 +194,49 @@ async def raw_modal() -> AsyncIterator[dict[str, Work]]:
         await client.close.aio()
 
 
+# -- runloop --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def runloop_emulator(root: Path) -> Iterator[dict[str, str]]:
+    from sandbank.testing.emulators.runloop import serve_runloop
+
+    with serve_runloop(root) as emulator:
+        yield {"RUNLOOP_BASE_URL": emulator.url, "RUNLOOP_API_KEY": emulator.api_key}
+
+
+@contextlib.asynccontextmanager
+async def raw_runloop() -> AsyncIterator[dict[str, Work]]:
+    from runloop_api_client import AsyncRunloop
+
+    async with AsyncRunloop(
+        bearer_token=os.environ["RUNLOOP_API_KEY"], base_url=os.environ["RUNLOOP_BASE_URL"]
+    ) as client:
+        devboxes = client.devboxes
+        policy = await client.network_policies.create(name="bench-offline", allow_all=False)
+        launch: Any = {"network_policy_id": policy.id}
+
+        async def create_destroy() -> None:
+            await devboxes.shutdown((await devboxes.create(launch_parameters=launch)).id)
+
+        box = await devboxes.create(launch_parameters=launch)
+        path = "/home/user/workspace/blob.bin"
+
+        async def transfer() -> None:
+            await devboxes.upload_file(box.id, path=path, file=TEN_MIB)
+            response = await devboxes.download_file(box.id, path=path)
+            assert len(await response.read()) == len(TEN_MIB)
+
+        try:
+            yield {
+                "create_destroy": create_destroy,
+                "exec": lambda: devboxes.execute(box.id, command="true"),
+                "file_transfer": transfer,
+            }
+        finally:
+            await devboxes.shutdown(box.id)
+
+
 # -- vercel ---------------------------------------------------------------------------------
 
 
@@ -253,6 +296,7 @@ CLOUDS = {
     "e2b": Cloud(package="e2b", emulator=e2b_emulator, raw=raw_e2b),
     "daytona": Cloud(package="daytona", emulator=daytona_emulator, raw=raw_daytona),
     "modal": Cloud(package="modal", emulator=modal_emulator, raw=raw_modal),
+    "runloop": Cloud(package="runloop_api_client", emulator=runloop_emulator, raw=raw_runloop),
     "vercel": Cloud(package="vercel-sandbox", emulator=vercel_emulator, raw=raw_vercel),
 }
 

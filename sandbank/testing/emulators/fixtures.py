@@ -28,6 +28,9 @@ __all__ = [
     "e2b_emulator_server",
     "modal_emulator",
     "modal_emulator_server",
+    "runloop_emulator",
+    "runloop_emulator_server",
+    "runloop_provider",
     "vercel_emulator",
     "vercel_emulator_server",
     "vercel_provider",
@@ -139,6 +142,42 @@ def modal_emulator(modal_emulator_server: Any, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("MODAL_PROFILE", raising=False)
     modal_emulator_server.clear_faults()
     return modal_emulator_server
+
+
+@pytest.fixture(scope="session")
+def runloop_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One fake of Runloop for the session (needs ``runloop-api-client`` and bubblewrap): a
+    ``sandbank.testing.emulators.runloop.RunloopEmulator``."""
+    pytest.importorskip(
+        "runloop_api_client",
+        reason="the Runloop SDK is not installed (pip install 'sandbank[runloop]')",
+    )
+    from sandbank.testing.emulators.runloop import serve_runloop
+
+    with serve_runloop(tmp_path_factory.mktemp("runloop-emulator")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def runloop_emulator(runloop_emulator_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The fake of Runloop, with ``RUNLOOP_BASE_URL`` and ``RUNLOOP_API_KEY`` pointing the SDK
+    at it for this test; no faults left over."""
+    monkeypatch.setenv("RUNLOOP_BASE_URL", runloop_emulator_server.url)
+    monkeypatch.setenv("RUNLOOP_API_KEY", runloop_emulator_server.api_key)
+    runloop_emulator_server.reset()
+    return runloop_emulator_server
+
+
+@pytest_asyncio.fixture
+async def runloop_provider(runloop_emulator: Any) -> AsyncIterator[Any]:
+    """A ``RunloopProvider`` whose SDK talks to the fake (closed after the test)."""
+    from sandbank.providers.runloop import RunloopProvider
+
+    provider = RunloopProvider()
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
 
 
 @pytest.fixture(scope="session")
