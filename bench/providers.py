@@ -1,6 +1,6 @@
 """sandbank's overhead over each cloud SDK, measured against that cloud's emulator.
 
-    python bench/providers.py [--provider e2b|daytona|modal|runloop|all] [--rounds N] [--json]
+    python bench/providers.py [--provider NAME|all] [--rounds N] [--json]   # NAME: see CLOUDS
 
 For each cloud provider: create+destroy, ``exec(["true"])`` and a 10 MiB write+read through
 sandbank, against the same operations through the raw SDK calls, both talking to the
@@ -237,11 +237,67 @@ async def raw_runloop() -> AsyncIterator[dict[str, Work]]:
             await devboxes.shutdown(box.id)
 
 
+# -- vercel ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def vercel_emulator(root: Path) -> Iterator[dict[str, str]]:
+    from sandbank.testing.emulators import vercel
+
+    with vercel.serve_vercel(root) as emulator:
+        yield vercel.environment(emulator)
+
+
+@contextlib.asynccontextmanager
+async def raw_vercel() -> AsyncIterator[dict[str, Work]]:
+    from vercel.sandbox import (
+        NetworkPolicy,
+        SandboxClient,
+        SandboxCredentials,
+        SandboxServiceOptions,
+    )
+
+    credentials = SandboxCredentials(
+        token=os.environ["VERCEL_TOKEN"],
+        team_id=os.environ["VERCEL_TEAM_ID"],
+        project_id=os.environ["VERCEL_PROJECT_ID"],
+    )
+
+    async def factory() -> SandboxCredentials:
+        return credentials
+
+    options = SandboxServiceOptions(
+        base_url=os.environ["SANDBANK_VERCEL_API_URL"], credentials_factory=factory
+    )
+    client = SandboxClient.create(options=options)
+    deny = NetworkPolicy.deny_all()
+
+    async def create_destroy() -> None:
+        await (await client.create_sandbox(network_policy=deny)).destroy()
+
+    sb = await client.create_sandbox(network_policy=deny)
+
+    async def transfer() -> None:
+        await sb.fs.write_bytes("/vercel/sandbox/blob.bin", TEN_MIB)
+        assert len(await sb.fs.read_bytes("/vercel/sandbox/blob.bin")) == len(TEN_MIB)
+
+    try:
+        yield {
+            "create_destroy": create_destroy,
+            "exec": lambda: sb.run_process("true", capture_output=True),
+            "file_transfer": transfer,
+        }
+    finally:
+        await sb.destroy()
+        await client.aclose()
+
+
 CLOUDS = {
     "e2b": Cloud(package="e2b", emulator=e2b_emulator, raw=raw_e2b),
     "daytona": Cloud(package="daytona", emulator=daytona_emulator, raw=raw_daytona),
     "modal": Cloud(package="modal", emulator=modal_emulator, raw=raw_modal),
     "runloop": Cloud(package="runloop_api_client", emulator=runloop_emulator, raw=raw_runloop),
+    "vercel": Cloud(package="vercel-sandbox", emulator=vercel_emulator, raw=raw_vercel),
 }
 
 

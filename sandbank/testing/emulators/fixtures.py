@@ -31,6 +31,9 @@ __all__ = [
     "runloop_emulator",
     "runloop_emulator_server",
     "runloop_provider",
+    "vercel_emulator",
+    "vercel_emulator_server",
+    "vercel_provider",
 ]
 
 
@@ -171,6 +174,45 @@ async def runloop_provider(runloop_emulator: Any) -> AsyncIterator[Any]:
     from sandbank.providers.runloop import RunloopProvider
 
     provider = RunloopProvider()
+    try:
+        yield provider
+    finally:
+        await provider.aclose()
+
+
+@pytest.fixture(scope="session")
+def vercel_emulator_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One fake of Vercel Sandbox for the session, a
+    ``sandbank.testing.emulators.vercel.VercelEmulator`` (needs ``vercel-sandbox`` and bwrap)."""
+    pytest.importorskip(
+        "vercel.sandbox",
+        reason="the vercel-sandbox SDK is not installed (pip install 'sandbank[vercel]')",
+    )
+    from sandbank.testing.emulators.vercel import serve_vercel
+
+    with serve_vercel(tmp_path_factory.mktemp("vercel-emulator")) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def vercel_emulator(vercel_emulator_server: Any) -> Any:
+    """The fake of Vercel Sandbox for this test, no faults left over."""
+    vercel_emulator_server.reset()
+    return vercel_emulator_server
+
+
+@pytest_asyncio.fixture
+async def vercel_provider(vercel_emulator: Any) -> AsyncIterator[Any]:
+    """A ``VercelProvider`` whose SDK talks to the fake (closed after the test)."""
+    from sandbank.providers.vercel import VercelProvider
+    from sandbank.testing.emulators import vercel
+
+    provider = VercelProvider(
+        token=vercel.TOKEN,
+        team_id=vercel.TEAM,
+        project_id=vercel.PROJECT,
+        base_url=vercel_emulator.url,
+    )
     try:
         yield provider
     finally:

@@ -11,6 +11,9 @@ from sandbank.testing.emulators.fixtures import (
     runloop_emulator,
     runloop_emulator_server,
     runloop_provider,
+    vercel_emulator,
+    vercel_emulator_server,
+    vercel_provider,
 )
 
 __all__ = [
@@ -24,4 +27,7 @@ __all__ = [
     "runloop_emulator",
     "runloop_emulator_server",
     "runloop_provider",
+    "vercel_emulator",
+    "vercel_emulator_server",
+    "vercel_provider",
 ]
