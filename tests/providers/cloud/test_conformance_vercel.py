@@ -15,10 +15,6 @@ from sandbank.providers.base import Provider
 
 class TestVercelConformance(ProviderConformance):
     expected_failures = {
-        "test_pause_not_supported": "the suite's expectation disagrees with Sandbox.resume: "
-        "Vercel declares stop without pause, and base.Sandbox.resume() accepts a provider with "
-        "either capability, so resume() on a running sandbox returns instead of raising "
-        "NotSupported (pause() itself does raise NotSupported)",
         "test_stop_resume": "the emulator's limit, not the provider's: its backing local "
         "sandbox runs each command in a PID namespace of its own, so the background process "
         "the test starts dies with the command that started it and cannot be seen running "
