@@ -11,6 +11,7 @@ from sandbank.providers.base import FileEntry, Sandbox
 __all__ = [
     "UTC_ENV",
     "ByteCounter",
+    "assert_same_bytes",
     "entries_by_path",
     "path_exists",
     "read_host_file",
@@ -18,6 +19,21 @@ __all__ = [
     "workspace_of",
     "written_outside",
 ]
+
+
+def assert_same_bytes(actual: bytes, expected: bytes) -> None:
+    """Fail, saying where they part, unless ``actual == expected``. (pytest's own diff of
+    two long byte strings runs for minutes.)"""
+    if actual == expected:
+        return
+    at = next((i for i, (a, b) in enumerate(zip(actual, expected, strict=False)) if a != b), None)
+    if at is None:
+        at = min(len(actual), len(expected))
+    raise AssertionError(
+        f"{len(actual)} bytes where {len(expected)} were expected; they differ from offset "
+        f"{at}: got {actual[at : at + 16]!r}, expected {expected[at : at + 16]!r}"
+    )
+
 
 UTC_ENV = {"TZ": "UTC0"}
 """Makes ``touch -t`` and ``date`` inside a sandbox independent of its time zone."""

@@ -14,7 +14,7 @@ from sandbank.errors import ExecTimeout, PathNotFound
 from sandbank.manifest import Manifest
 from sandbank.providers.base import Sandbox
 
-from ._helpers import ByteCounter, path_exists, run_ok, workspace_of
+from ._helpers import ByteCounter, assert_same_bytes, path_exists, run_ok, workspace_of
 from .fixtures import ConformanceFixtures, SandboxFactory
 
 __all__ = ["ExecTests"]
@@ -56,8 +56,7 @@ class ExecTests(ConformanceFixtures):
         """1 MiB of stdin is delivered whole while the command writes it back."""
         data = os.urandom(MiB)
         result = await sandbox.exec(["cat"], stdin=data, timeout=60)
-        assert len(result.stdout) == len(data)
-        assert result.stdout == data
+        assert_same_bytes(result.stdout, data)
 
     async def test_stdin_absent_is_eof(self, sandbox: Sandbox) -> None:
         """Without stdin a command reading it sees end of file at once, it does not hang."""
@@ -203,7 +202,7 @@ class ExecTests(ConformanceFixtures):
         data = bytes(range(256)) * 64
         await sandbox.write_file("data.bin", data)
         result = await sandbox.exec(["cat", "data.bin"])
-        assert result.stdout == data
+        assert_same_bytes(result.stdout, data)
 
     async def test_non_utf8_output(self, sandbox: Sandbox) -> None:
         """Output that is not UTF-8 is kept as bytes on both streams; .text replaces it."""

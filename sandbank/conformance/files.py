@@ -12,7 +12,7 @@ import pytest
 from sandbank.errors import ConfigurationError, PathNotFound
 from sandbank.providers.base import Sandbox
 
-from ._helpers import UTC_ENV, entries_by_path, path_exists, run_ok
+from ._helpers import UTC_ENV, assert_same_bytes, entries_by_path, path_exists, run_ok
 from .fixtures import ConformanceFixtures
 
 __all__ = ["FileTests"]
@@ -39,7 +39,7 @@ class FileTests(ConformanceFixtures):
         """Binary content (every byte value, NULs, CR/LF) round-trips unchanged."""
         data = bytes(range(256)) * 16 + b"\r\n\x00\r"
         await sandbox.write_file("data.bin", data)
-        assert await sandbox.read_file("data.bin") == data
+        assert_same_bytes(await sandbox.read_file("data.bin"), data)
 
     async def test_large_file(self, sandbox: Sandbox) -> None:
         """A 100 MiB file round-trips (same size and SHA-256)."""
