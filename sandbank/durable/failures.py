@@ -49,15 +49,17 @@ def to_application_error(exc: BaseException, *, non_retryable: bool | None = Non
 
     The failure type is the error's class name and ``non_retryable`` is ``not retryable``
     (unless given); the details carry the error's fields (``path``, ``provider``, ``object``,
-    ..., and ``retryable``), an ``ExecTimeout`` also its partial output.
+    ..., and ``retryable``), and an error with a ``result`` (``ExecTimeout``'s partial output,
+    ``SetupFailed``'s command) that result's output.
     """
     if isinstance(exc, ApplicationError) or not isinstance(exc, _errors.SandbankError):
         return exc
     fields = {k: v for k, v in vars(exc).items() if _carried(k, v)}
     fields["retryable"] = exc.retryable
     details: list[Any] = [fields]
-    if isinstance(exc, _errors.ExecTimeout):
-        details.append(_exec_output(exc.result, timed_out=True))
+    result = getattr(exc, "result", None)
+    if isinstance(result, ExecResult):
+        details.append(_exec_output(result, timed_out=isinstance(exc, _errors.ExecTimeout)))
     return ApplicationError(
         str(exc),
         *details,
@@ -85,9 +87,11 @@ def from_failure(err: BaseException) -> BaseException:
             for name, value in fields.items():
                 if not name.startswith("_") and name != "args":
                     setattr(exc, name, value)
+    if outputs:
+        exc.__dict__["result"] = exec_result(outputs[0])
     if isinstance(exc, _errors.ExecTimeout):
         exc.__dict__.setdefault("timeout", 0.0)
-        exc.result = exec_result(outputs[0]) if outputs else ExecResult(exit_code=-1)
+        exc.__dict__.setdefault("result", ExecResult(exit_code=-1))
     return exc
 
 
