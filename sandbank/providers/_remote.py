@@ -12,17 +12,19 @@ resolution in one command in the sandbox; ``EXPORT_TAR_SCRIPT``/``IMPORT_TAR_SCR
 
 from __future__ import annotations
 
+import os
 import posixpath
 import shlex
 import tarfile
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, BinaryIO, Literal
+from typing import IO, Any, BinaryIO, Literal
 
 from sandbank._streams import CHUNK
 from sandbank.errors import ConfigurationError, PathNotFound, WorkspacePathError
 from sandbank.providers._tar import TarGuard, member_path
+from sandbank.providers.base import FileEntry
 
 __all__ = [
     "CWD_ESCAPES",
@@ -31,6 +33,7 @@ __all__ = [
     "IMPORT_TAR_SCRIPT",
     "Lstat",
     "Resolved",
+    "ShellFileOps",
     "check_tar_parents",
     "cwd_error",
     "parse_resolved",
@@ -277,3 +280,58 @@ def check_tar_parents(parents: Iterable[Resolved]) -> None:
 def retryable_status(status: int | None) -> bool:
     """Whether an HTTP failure with this status can pass on a retry: 429 and 5xx."""
     return status is not None and (status == 429 or status >= 500)
+
+
+class ShellFileOps:
+    """``list_tree``, ``remove`` and ``mkdir`` as one in-sandbox script each, for a sandbox
+    whose ``_script(body, path)`` runs ``body`` after a preamble that sets ``W`` (the
+    workspace), defines ``inside PATH`` (true when PATH resolves inside it) and ``fail
+    REASON`` (``escape``, ``missing``, ``notdir``: raised as the matching sandbank error), and
+    returns the script's stdout. Put it before ``Sandbox`` in the bases."""
+
+    async def _script(self, body: str, path: str) -> bytes:
+        raise NotImplementedError
+
+    async def _list_tree(self, path: str) -> list[FileEntry]:
+        body = (
+            f'P="$W"/{shlex.quote(path)}\n'
+            'inside "$P" || fail escape\n'
+            '[ -e "$P" ] || fail missing\n'
+            '[ -d "$P" ] || fail notdir\n'
+            "find -H \"$P\" -mindepth 1 -printf '%y\\0%s\\0%m\\0%T@\\0%l\\0%P\\0'"
+        )
+        fields = (await self._script(body, path)).split(b"\0")
+        prefix = "" if path == "." else f"{path}/"
+        kinds = {"f": "file", "d": "dir", "l": "symlink"}
+        entries = []
+        for i in range(0, len(fields) - 5, 6):
+            kind, size, mode, mtime, link, name = (os.fsdecode(f) for f in fields[i : i + 6])
+            entry_type: Any = kinds.get(kind, "other")
+            entries.append(
+                FileEntry(
+                    path=prefix + name,
+                    type=entry_type,
+                    size=0 if entry_type == "dir" else int(size),
+                    mode=int(mode, 8),
+                    mtime=float(mtime),
+                    link_target=link if entry_type == "symlink" else None,
+                )
+            )
+        return entries
+
+    async def _remove(self, path: str) -> None:
+        body = (
+            f'P="$W"/{shlex.quote(path)}\n'
+            'inside "$(dirname -- "$P")" || fail escape\n'
+            '[ -e "$P" ] || [ -L "$P" ] || fail missing\n'
+            'rm -rf -- "$P"'
+        )
+        await self._script(body, path)
+
+    async def _mkdir(self, path: str) -> None:
+        body = (
+            f'P="$W"/{shlex.quote(path)}\n'
+            'inside "$P" || fail escape\n'
+            'mkdir -p -- "$P" 2>/dev/null || fail notdir'
+        )
+        await self._script(body, path)

@@ -35,6 +35,7 @@ from sandbank.manifest import Image, Manifest
 from sandbank.providers._remote import (
     EXPORT_TAR_SCRIPT,
     IMPORT_TAR_SCRIPT,
+    ShellFileOps,
     check_tar_parents,
     cwd_error,
     parse_resolved,
@@ -47,7 +48,6 @@ from sandbank.providers.base import (
     Capabilities,
     ExecRequest,
     ExecResult,
-    FileEntry,
     OutputCollector,
     Provider,
     Sandbox,
@@ -195,7 +195,7 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
-class RunloopSandbox(Sandbox):
+class RunloopSandbox(ShellFileOps, Sandbox):
     """A Runloop devbox, by id, through the provider's ``AsyncRunloop`` client."""
 
     provider: RunloopProvider
@@ -355,50 +355,6 @@ class RunloopSandbox(Sandbox):
             'cat > "$N" && chmod "$M" "$N" && mv -f -- "$N" "$R" || { rm -f -- "$N"; exit 1; }'
         )
         await self._script(body, path, stdin=data)
-
-    async def _list_tree(self, path: str) -> list[FileEntry]:
-        body = (
-            f'P="$W"/{_q(path)}\n'
-            'inside "$P" || fail escape\n'
-            '[ -e "$P" ] || fail missing\n'
-            '[ -d "$P" ] || fail notdir\n'
-            "find -H \"$P\" -mindepth 1 -printf '%y\\0%s\\0%m\\0%T@\\0%l\\0%P\\0'"
-        )
-        fields = (await self._script(body, path)).split(b"\0")
-        prefix = "" if path == "." else f"{path}/"
-        kinds = {"f": "file", "d": "dir", "l": "symlink"}
-        entries = []
-        for i in range(0, len(fields) - 5, 6):
-            kind, size, mode, mtime, link, name = (os.fsdecode(f) for f in fields[i : i + 6])
-            entry_type: Any = kinds.get(kind, "other")
-            entries.append(
-                FileEntry(
-                    path=prefix + name,
-                    type=entry_type,
-                    size=0 if entry_type == "dir" else int(size),
-                    mode=int(mode, 8),
-                    mtime=float(mtime),
-                    link_target=link if entry_type == "symlink" else None,
-                )
-            )
-        return entries
-
-    async def _remove(self, path: str) -> None:
-        body = (
-            f'P="$W"/{_q(path)}\n'
-            'inside "$(dirname -- "$P")" || fail escape\n'
-            '[ -e "$P" ] || [ -L "$P" ] || fail missing\n'
-            'rm -rf -- "$P"'
-        )
-        await self._script(body, path)
-
-    async def _mkdir(self, path: str) -> None:
-        body = (
-            f'P="$W"/{_q(path)}\n'
-            'inside "$P" || fail escape\n'
-            'mkdir -p -- "$P" 2>/dev/null || fail notdir'
-        )
-        await self._script(body, path)
 
     # -- tar -------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from sandbank.manifest import Image, Manifest
 from sandbank.providers._remote import (
     EXPORT_TAR_SCRIPT,
     IMPORT_TAR_SCRIPT,
+    ShellFileOps,
     check_tar_parents,
     cwd_error,
     parse_resolved,
@@ -46,7 +47,6 @@ from sandbank.providers.base import (
     Capabilities,
     ExecRequest,
     ExecResult,
-    FileEntry,
     OutputCollector,
     Provider,
     Sandbox,
@@ -202,7 +202,7 @@ def _q(text: str) -> str:
     return shlex.quote(text)
 
 
-class VercelSandbox(Sandbox):
+class VercelSandbox(ShellFileOps, Sandbox):
     """A Vercel sandbox, through a ``vercel.sandbox.Sandbox`` handle of the SDK."""
 
     provider: VercelProvider
@@ -311,46 +311,6 @@ class VercelSandbox(Sandbox):
         chosen = mode if mode is not None else int(old, 8) if old else 0o644
         with _boundary(self.id, open_handle=True):
             await self.remote.fs.write_bytes(real, data, mode=chosen)
-
-    async def _list_tree(self, path: str) -> list[FileEntry]:
-        body = (
-            f'P="$W"/{_q(path)}\n'
-            'inside "$P" || fail escape\n'
-            '[ -e "$P" ] || fail missing\n'
-            '[ -d "$P" ] || fail notdir\n'
-            "find -H \"$P\" -mindepth 1 -printf '%y\\0%s\\0%m\\0%T@\\0%l\\0%P\\0'"
-        )
-        fields = (await self._script(body, path)).split(b"\0")
-        prefix = "" if path == "." else f"{path}/"
-        kinds = {"f": "file", "d": "dir", "l": "symlink"}
-        entries = []
-        for i in range(0, len(fields) - 5, 6):
-            kind, size, mode, mtime, link, name = (os.fsdecode(f) for f in fields[i : i + 6])
-            entry_type: Any = kinds.get(kind, "other")
-            entries.append(
-                FileEntry(
-                    path=prefix + name,
-                    type=entry_type,
-                    size=0 if entry_type == "dir" else int(size),
-                    mode=int(mode, 8),
-                    mtime=float(mtime),
-                    link_target=link if entry_type == "symlink" else None,
-                )
-            )
-        return entries
-
-    async def _remove(self, path: str) -> None:
-        body = (
-            f'P="$W"/{_q(path)}\n'
-            'inside "$(dirname -- "$P")" || fail escape\n'
-            '[ -e "$P" ] || [ -L "$P" ] || fail missing\n'
-            'rm -rf -- "$P"'
-        )
-        await self._script(body, path)
-
-    async def _mkdir(self, path: str) -> None:
-        body = f'P="$W"/{_q(path)}\ninside "$P" || fail escape\nmkdir -p -- "$P" || fail notdir'
-        await self._script(body, path)
 
     # -- tar: one command each way ---------------------------------------------------------
 
